@@ -1,0 +1,63 @@
+"""Where things live: the project root, and per-profile output folders.
+
+All relative paths in configs are relative to the project root, whatever the current directory (a notebook's
+kernel starts in ``notebooks/``). The smoke profile writes to git-ignored sub-folders so that running the tests
+never overwrites the committed tables and figures.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+_MARKER = 'name = "medsg"'
+
+
+def project_root(start: Path | None = None) -> Path:
+    """The folder holding medsg's ``pyproject.toml``: ``$MEDSG_ROOT`` if set, else searched upward from ``start``
+    (default: the current directory), else the folder above the installed package."""
+    env = os.environ.get("MEDSG_ROOT")
+    if env:
+        return Path(env).resolve()
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        pyproject = folder / "pyproject.toml"
+        if pyproject.is_file() and _MARKER in pyproject.read_text(encoding="utf-8"):
+            return folder
+    return Path(__file__).resolve().parents[1]
+
+
+def resolve(path: Path | str) -> Path:
+    """``path`` if absolute, else relative to :func:`project_root`."""
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else project_root() / path
+
+
+@dataclass(frozen=True)
+class OutputDirs:
+    """Where a profile's stages write: small tables/JSON, figures, and git-ignored bulk (runs, images)."""
+
+    results: Path
+    figures: Path
+    runs: Path
+    generated: Path
+    cache: Path
+
+
+def output_dirs(profile: str) -> OutputDirs:
+    """Output folders for a profile (created). ``smoke`` writes under ``results/smoke`` and ``figures/smoke``
+    (git-ignored); the other profiles write the committed ``results/`` and ``figures/``; bulk goes to
+    ``runs/<profile>`` and ``generated/<profile>``."""
+    root = project_root()
+    sub = "smoke" if profile == "smoke" else ""
+    dirs = OutputDirs(
+        results=root / "results" / sub,
+        figures=root / "figures" / sub,
+        runs=root / "runs" / profile,
+        generated=root / "generated" / profile,
+        cache=root / "cache",
+    )
+    for d in (dirs.results, dirs.figures, dirs.runs, dirs.generated, dirs.cache):
+        d.mkdir(parents=True, exist_ok=True)
+    return dirs

@@ -1,0 +1,71 @@
+"""Figures: each function reads arrays or files the library already wrote and saves one PNG under ``figures/``.
+
+All image panels use the same gray scale (0-255, ``vmin``/``vmax`` fixed) so that panels compare.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg", force=False)
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from medsg_lib.config import CLASS_NAMES  # noqa: E402
+
+_DPI = 110
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=_DPI, bbox_inches="tight")
+    return path
+
+
+def save_data_samples(records: Sequence, img_size: int, path: Path, per_class: int = 4, seed: int = 0) -> plt.Figure:
+    """Grid of real images, one row per class, with the lung-mask outline (cyan) and the infection mask
+    (red, translucent) overlaid where masks exist. Writes ``path``; returns the figure."""
+    from medsg_lib.data import load_image, load_mask, preprocess
+    from medsg_lib.data.summary import pick_examples
+
+    chosen = pick_examples(records, per_class, seed)
+    fig, axes = plt.subplots(len(CLASS_NAMES), per_class, figsize=(2.2 * per_class, 2.3 * len(CLASS_NAMES)))
+    axes = np.atleast_2d(axes)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for label, name in enumerate(CLASS_NAMES):
+        row = [r for r in chosen if r.label == label]
+        axes[label, 0].set_title(name, loc="left", fontsize=10, fontweight="bold")
+        for col, rec in enumerate(row):
+            ax = axes[label, col]
+            ax.imshow(preprocess(load_image(rec.image_path, 1), img_size), cmap="gray", vmin=0, vmax=255)
+            if rec.lung_mask_path is not None:
+                ax.contour(load_mask(rec.lung_mask_path, img_size), levels=[0.5], colors="cyan", linewidths=0.8)
+            if rec.infection_mask_path is not None:
+                lesion = load_mask(rec.infection_mask_path, img_size)
+                overlay = np.zeros((*lesion.shape, 4))
+                overlay[lesion] = (1.0, 0.1, 0.1, 0.35)
+                ax.imshow(overlay)
+    fig.suptitle("Samples per class: lung mask (cyan outline), infection mask (red)", fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)
+    return fig
+
+
+def save_histograms(hists: Mapping[str, np.ndarray], path: Path) -> plt.Figure:
+    """Per-class grayscale histograms (as from ``data.summary.class_histograms``) on one axis. Writes ``path``."""
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    for name, h in hists.items():
+        centres = (np.arange(len(h)) + 0.5) * 256 / len(h)
+        ax.plot(centres, h, label=name)
+    ax.set_xlabel("gray level (0-255)")
+    ax.set_ylabel("fraction of pixels")
+    ax.set_title("Intensity histograms per class")
+    ax.legend()
+    fig.tight_layout()
+    _save(fig, path)
+    return fig

@@ -1,0 +1,43 @@
+"""Writing results: small JSON/CSV/Markdown files under ``results/``, always atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+
+def _atomic_write_text(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_json(path: Path, obj: Any) -> Path:
+    """Write ``obj`` as indented, key-sorted JSON (atomic); returns ``path``."""
+    return _atomic_write_text(Path(path), json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def write_table(df: pd.DataFrame, stem: Path, formats: tuple[str, ...] = ("csv", "md")) -> list[Path]:
+    """Write ``df`` as ``stem.csv`` / ``stem.md`` / ``stem.tex`` (atomic); returns the paths written."""
+    stem = Path(stem)
+    writers = {
+        "csv": lambda: df.to_csv(index=False),
+        "md": lambda: df.to_markdown(index=False) + "\n",
+        "tex": lambda: df.to_latex(index=False, escape=True),
+    }
+    unknown = set(formats) - set(writers)
+    if unknown:
+        raise ValueError(f"unknown table format(s) {sorted(unknown)}; choose from {sorted(writers)}")
+    return [_atomic_write_text(stem.with_suffix(f".{fmt}"), writers[fmt]()) for fmt in formats]
