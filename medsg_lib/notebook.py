@@ -31,3 +31,12 @@ def overrides(cfg, **changes):
 def splits_for(layout: str) -> tuple[str, ...]:
     """The splits a layout has: COVID-QU-Ex and the phantoms have train/val/test, class-folder sets train/val."""
     return ("train", "val") if layout == "folders" else ("train", "val", "test")
+
+
+def run_name(model: str, target_class: str) -> str:
+    """Folder / figure suffix of a training run: ``medsg``, ``dcgan``, ``dcgan_covid`` (class slug)."""
+    from medsg_lib.config import CLASS_NAMES, CLASS_SLUGS
+
+    if target_class == "all":
+        return model
+    return f"{model}_{CLASS_SLUGS[CLASS_NAMES.index(target_class)]}"

@@ -1,0 +1,66 @@
+"""Chest X-ray data: readers (COVID-QU-Ex, class folders), decoding and preprocessing, cached datasets.
+
+``read_records`` -> list of :class:`XrayRecord` + :class:`ReadReport`; ``build_dataset`` ->
+:class:`XrayDataset` of float32 ``(C, H, W)`` images in [-1, 1] with int64 labels (0 COVID-19, 1 Non-COVID, 2
+Normal). ``write_phantoms`` (from :mod:`medsg_lib.data.phantoms`) is imported on first use.
+"""
+
+from typing import Any
+
+from medsg_lib.data.covidqu import find_subset_dir, read_covidqu
+from medsg_lib.data.dataset import (
+    XrayDataset,
+    balanced_sampler,
+    build_dataset,
+    cache_key,
+    cached_images,
+    decode_record,
+    read_records,
+)
+from medsg_lib.data.folders import read_class_folders
+from medsg_lib.data.records import IMAGE_SUFFIXES, SPLITS, BadFileError, DataError, ReadReport, XrayRecord
+from medsg_lib.data.transforms import (
+    faithful_augment,
+    load_image,
+    load_mask,
+    normalize_u8,
+    preprocess,
+    rgb_to_gray,
+    to_tensor,
+)
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "SPLITS",
+    "BadFileError",
+    "DataError",
+    "ReadReport",
+    "XrayDataset",
+    "XrayRecord",
+    "balanced_sampler",
+    "build_dataset",
+    "cache_key",
+    "cached_images",
+    "decode_record",
+    "faithful_augment",
+    "find_subset_dir",
+    "load_image",
+    "load_mask",
+    "normalize_u8",
+    "preprocess",
+    "read_class_folders",
+    "read_covidqu",
+    "read_records",
+    "rgb_to_gray",
+    "to_tensor",
+    "write_phantoms",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # phantoms.py is written separately; importing it lazily keeps this package importable without it.
+    if name == "write_phantoms":
+        from medsg_lib.data.phantoms import write_phantoms
+
+        return write_phantoms
+    raise AttributeError(f"module 'medsg_lib.data' has no attribute {name!r}")
