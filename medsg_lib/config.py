@@ -239,7 +239,7 @@ def _build_profiles() -> dict[str, Profile]:
     smoke = Profile(
         name="smoke",
         phantoms=PhantomConfig(root=Path("data/phantoms-smoke"), img_size=64, num_train=8, num_val=4, num_test=4),
-        data=DataConfig(img_size=32),
+        data=DataConfig(img_size=32, subset="infection"),
         train=TrainConfig(
             img_size=32, batch_size=4, iterations=4, base_width=8, max_width=32, mapping_hidden=32,
             ngf=8, ndf=8, gan_hidden=64, ds_decay_iters=4, log_every=1, sample_every=2, ckpt_every=2,
@@ -251,7 +251,7 @@ def _build_profiles() -> dict[str, Profile]:
     cpu = Profile(
         name="cpu",
         phantoms=PhantomConfig(),
-        data=DataConfig(img_size=64),
+        data=DataConfig(img_size=64, subset="infection"),
         train=TrainConfig(
             img_size=64, batch_size=8, iterations=600, base_width=16, max_width=128, mapping_hidden=128,
             ngf=32, ndf=32, gan_hidden=512, ds_decay_iters=600, log_every=10, sample_every=200, ckpt_every=200,
