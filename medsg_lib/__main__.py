@@ -23,7 +23,9 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     except NotebookFailed as err:
         print(f"[reproduce] FAILED: {err}", file=sys.stderr)
         return 1
-    print(f"[reproduce] {len(jobs)} notebook runs, profile {args.profile!r}, in {time.perf_counter() - t0:.0f} s")
+    print(
+        f"[reproduce] {len(jobs)} notebook runs, profile {args.profile!r}, in {time.perf_counter() - t0:.0f} s"
+    )
     return 0
 
 

@@ -100,7 +100,9 @@ class DataConfig:
         _check_choice(self, "on_bad", ("error", "skip"))
         _check_power_of_two(self, "img_size", 16, 1024)
         if self.layout != "phantoms" and self.root is None:
-            raise ValueError(f"DataConfig.root must be set for layout={self.layout!r} (the folder you unpacked)")
+            raise ValueError(
+                f"DataConfig.root must be set for layout={self.layout!r} (the folder you unpacked)"
+            )
 
 
 @dataclass(frozen=True)
@@ -238,11 +240,24 @@ class Profile:
 def _build_profiles() -> dict[str, Profile]:
     smoke = Profile(
         name="smoke",
-        phantoms=PhantomConfig(root=Path("data/phantoms-smoke"), img_size=64, num_train=8, num_val=4, num_test=4),
+        phantoms=PhantomConfig(
+            root=Path("data/phantoms-smoke"), img_size=64, num_train=8, num_val=4, num_test=4
+        ),
         data=DataConfig(img_size=32, subset="infection"),
         train=TrainConfig(
-            img_size=32, batch_size=4, iterations=4, base_width=8, max_width=32, mapping_hidden=32,
-            ngf=8, ndf=8, gan_hidden=64, ds_decay_iters=4, log_every=1, sample_every=2, ckpt_every=2,
+            img_size=32,
+            batch_size=4,
+            iterations=4,
+            base_width=8,
+            max_width=32,
+            mapping_hidden=32,
+            ngf=8,
+            ndf=8,
+            gan_hidden=64,
+            ds_decay_iters=4,
+            log_every=1,
+            sample_every=2,
+            ckpt_every=2,
         ),
         generate=GenerateConfig(num_per_class=8, num_latents_per_source=2, batch_size=8),
         metrics=MetricsConfig(kid_subsets=10, kid_subset_size=4, bootstrap=10),
@@ -253,8 +268,19 @@ def _build_profiles() -> dict[str, Profile]:
         phantoms=PhantomConfig(),
         data=DataConfig(img_size=64, subset="infection"),
         train=TrainConfig(
-            img_size=64, batch_size=8, iterations=600, base_width=16, max_width=128, mapping_hidden=128,
-            ngf=32, ndf=32, gan_hidden=512, ds_decay_iters=600, log_every=10, sample_every=200, ckpt_every=200,
+            img_size=64,
+            batch_size=8,
+            iterations=600,
+            base_width=16,
+            max_width=128,
+            mapping_hidden=128,
+            ngf=32,
+            ndf=32,
+            gan_hidden=512,
+            ds_decay_iters=600,
+            log_every=10,
+            sample_every=200,
+            ckpt_every=200,
         ),
         generate=GenerateConfig(num_per_class=160, batch_size=32),
         metrics=MetricsConfig(kid_subsets=50, kid_subset_size=100, bootstrap=100),

@@ -26,7 +26,9 @@ def _save(fig: plt.Figure, path: Path) -> Path:
     return path
 
 
-def save_data_samples(records: Sequence, img_size: int, path: Path, per_class: int = 4, seed: int = 0) -> plt.Figure:
+def save_data_samples(
+    records: Sequence, img_size: int, path: Path, per_class: int = 4, seed: int = 0
+) -> plt.Figure:
     """Grid of real images, one row per class, with the lung-mask outline (cyan) and the infection mask
     (red, translucent) overlaid where masks exist. Writes ``path``; returns the figure."""
     from medsg_lib.data import load_image, load_mask, preprocess
@@ -44,7 +46,9 @@ def save_data_samples(records: Sequence, img_size: int, path: Path, per_class: i
             ax = axes[label, col]
             ax.imshow(preprocess(load_image(rec.image_path, 1), img_size), cmap="gray", vmin=0, vmax=255)
             if rec.lung_mask_path is not None:
-                ax.contour(load_mask(rec.lung_mask_path, img_size), levels=[0.5], colors="cyan", linewidths=0.8)
+                ax.contour(
+                    load_mask(rec.lung_mask_path, img_size), levels=[0.5], colors="cyan", linewidths=0.8
+                )
             if rec.infection_mask_path is not None:
                 lesion = load_mask(rec.infection_mask_path, img_size)
                 overlay = np.zeros((*lesion.shape, 4))
@@ -71,16 +75,30 @@ def save_histograms(hists: Mapping[str, np.ndarray], path: Path) -> plt.Figure:
     return fig
 
 
-_NON_LOSS_KEYS = {"step", "images_per_s", "lambda_ds", "time", "elapsed_s", "lr", "epoch", "rank", "world_size"}
+_NON_LOSS_KEYS = {
+    "step",
+    "images_per_s",
+    "lambda_ds",
+    "time",
+    "elapsed_s",
+    "lr",
+    "epoch",
+    "rank",
+    "world_size",
+}
 
 
-def save_training_figure(log: Sequence[Mapping[str, float]], sample_png: Path | None, path: Path, title: str) -> plt.Figure:
+def save_training_figure(
+    log: Sequence[Mapping[str, float]], sample_png: Path | None, path: Path, title: str
+) -> plt.Figure:
     """Loss curves from a run's ``log.jsonl`` records (left) and its latest sample grid (right). Writes ``path``."""
     from PIL import Image
 
     fig, (ax_loss, ax_img) = plt.subplots(1, 2, figsize=(12, 4.6), gridspec_kw={"width_ratios": [1.1, 1]})
     steps = [r["step"] for r in log]
-    keys = sorted({k for r in log for k, v in r.items() if k not in _NON_LOSS_KEYS and isinstance(v, int | float)})
+    keys = sorted(
+        {k for r in log for k, v in r.items() if k not in _NON_LOSS_KEYS and isinstance(v, int | float)}
+    )
     for key in keys:
         ax_loss.plot(steps, [r.get(key, np.nan) for r in log], label=key, lw=1)
     ax_loss.set_xlabel("iteration")

@@ -80,7 +80,8 @@ def run_jobs(
     written: list[Path] = []
     for i, job in enumerate(jobs, 1):
         out_path = out_dir / job.output_name
-        print(f"[reproduce] {i}/{len(jobs)} {job.notebook} {job.parameters} -> {out_path.relative_to(root)}")
+        shown = out_path.relative_to(root) if out_path.is_relative_to(root) else out_path
+        print(f"[reproduce] {i}/{len(jobs)} {job.notebook} {job.parameters} -> {shown}")
         t0 = time.perf_counter()
         try:
             pm.execute_notebook(

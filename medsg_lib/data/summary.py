@@ -33,7 +33,9 @@ def pick_examples(records: Sequence[XrayRecord], per_class: int, seed: int = 0) 
     return picked
 
 
-def intensity_stats(records: Sequence[XrayRecord], img_size: int, per_class: int = 64, seed: int = 0) -> pd.DataFrame:
+def intensity_stats(
+    records: Sequence[XrayRecord], img_size: int, per_class: int = 64, seed: int = 0
+) -> pd.DataFrame:
     """Per-class statistics on up to ``per_class`` images at ``img_size`` (grayscale, 0-255 scale).
 
     Columns: class, n, mean (whole image), lung_mean (inside the lung mask, when masks exist),

@@ -1,0 +1,136 @@
+"""Config validation, the reproduce planner/runner and the command line."""
+
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from medsg_lib.config import (
+    PROFILE_NAMES,
+    DataConfig,
+    TrainConfig,
+    from_jsonable,
+    get_profile,
+    to_jsonable,
+)
+from medsg_lib.notebook import overrides, run_name
+from medsg_lib.reproduce import NotebookFailed, NotebookJob, plan_jobs, run_jobs
+
+
+def test_every_profile_builds_and_round_trips_through_json():
+    for name in PROFILE_NAMES:
+        prof = get_profile(name)
+        assert from_jsonable(TrainConfig, to_jsonable(prof.train)) == prof.train
+        assert from_jsonable(DataConfig, to_jsonable(prof.data)) == prof.data
+
+
+def test_unknown_profile_names_the_choices():
+    with pytest.raises(
+        ValueError, match=r"unknown profile 'fast'; choose one of smoke, cpu, paper, paper-faithful"
+    ):
+        get_profile("fast")
+
+
+def test_w_hpf_other_than_zero_is_refused():
+    with pytest.raises(
+        ValueError, match=r"TrainConfig.w_hpf=1.0 is not supported: w_hpf > 0 needs StarGAN v2's"
+    ):
+        TrainConfig(w_hpf=1.0)
+
+
+@pytest.mark.parametrize("size", [8, 48, 1024])
+def test_image_size_must_be_power_of_two_in_range(size):
+    with pytest.raises(
+        ValueError, match=rf"TrainConfig.img_size={size} must be a power of two between 16 and 512"
+    ):
+        TrainConfig(img_size=size)
+
+
+def test_bad_choice_names_field_and_allowed_values():
+    with pytest.raises(
+        ValueError, match=r"TrainConfig.model='vae' is not allowed; choose one of 'medsg', 'dcgan', 'gan'"
+    ):
+        TrainConfig(model="vae")
+    with pytest.raises(ValueError, match=r"DataConfig.root must be set for layout='covidqu'"):
+        DataConfig(layout="covidqu")
+
+
+def test_medsg_is_one_model_for_all_classes():
+    with pytest.raises(ValueError, match=r"target_class must be 'all' for model='medsg'"):
+        TrainConfig(model="medsg", target_class="Normal")
+
+
+def test_profiles_keep_paper_values():
+    paper, faithful = get_profile("paper").train, get_profile("paper-faithful").train
+    assert (paper.img_size, paper.batch_size, paper.iterations, paper.lambda_ds, paper.w_hpf) == (
+        256,
+        8,
+        100_000,
+        2.0,
+        0,
+    )
+    assert (paper.lr, paper.f_lr, paper.beta1, paper.beta2, paper.weight_decay) == (
+        1e-4,
+        1e-6,
+        0.0,
+        0.99,
+        1e-4,
+    )
+    assert (faithful.channels, faithful.batch_size, faithful.iterations) == (3, 2, 5_000)
+    assert (
+        get_profile("paper-faithful").data.faithful_augment and not get_profile("paper").data.faithful_augment
+    )
+
+
+def test_overrides_ignore_unset_sentinels():
+    cfg = TrainConfig()
+    assert overrides(cfg, iterations=0, device="", model=None) == cfg
+    assert overrides(cfg, iterations=5, model="dcgan") == replace(cfg, iterations=5, model="dcgan")
+    assert run_name("dcgan", "Non-COVID") == "dcgan_non_covid" and run_name("medsg", "all") == "medsg"
+
+
+def _write_nb(path: Path, source: str) -> None:
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell('profile: str = "smoke"')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell(source)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+
+
+def test_plan_orders_notebooks_and_expands_training(tmp_path):
+    for name in ("02_training.ipynb", "01_data_exploration.ipynb", "notes.ipynb"):
+        _write_nb(tmp_path / name, "pass")
+    jobs = plan_jobs("cpu", tmp_path)
+    assert jobs[0] == NotebookJob("01_data_exploration.ipynb", {"profile": "cpu"})
+    training = [j.parameters for j in jobs[1:]]
+    assert training[0] == {"profile": "cpu", "model": "medsg", "target_class": "all"}
+    assert len(training) == 1 + 2 * 4  # medsg + (dcgan, gan) x (all + 3 classes)
+    assert jobs[2].output_name == "02_training__dcgan__all.ipynb"
+    assert all(j.notebook != "notes.ipynb" for j in jobs)
+
+
+def test_run_jobs_stops_at_first_failing_notebook(tmp_path):
+    nb_dir, out_dir = tmp_path / "nb", tmp_path / "out"
+    nb_dir.mkdir()
+    _write_nb(nb_dir / "01_ok.ipynb", "x = 1")
+    _write_nb(nb_dir / "02_bad.ipynb", "raise RuntimeError('boom')")
+    _write_nb(nb_dir / "03_never.ipynb", "x = 3")
+    jobs = plan_jobs("smoke", nb_dir)
+    with pytest.raises(
+        NotebookFailed,
+        match=r"notebook 02_bad.ipynb with \{'profile': 'smoke'\} failed in cell \d+: RuntimeError: boom",
+    ):
+        run_jobs(jobs, nb_dir, out_dir, progress=False)
+    assert sorted(p.name for p in out_dir.iterdir()) == ["01_ok.ipynb", "02_bad.ipynb"]
+
+
+def test_cli_help_lists_commands():
+    out = subprocess.run(
+        [sys.executable, "-m", "medsg_lib", "--help"], capture_output=True, text=True, check=True
+    )
+    for command in ("reproduce", "phantoms"):
+        assert command in out.stdout
