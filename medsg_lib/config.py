@@ -231,10 +231,18 @@ class Profile:
     name: str
     phantoms: PhantomConfig = field(default_factory=PhantomConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)  # Med-StyleGAN2's
+    # fields that differ for the DCGAN and GAN baselines (applied to `train` by train_config)
+    baseline_train: tuple[tuple[str, Any], ...] = ()
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+
+
+    def train_config(self, model: str, target_class: str = "all") -> TrainConfig:
+        """The training config of ``model`` (medsg, dcgan, gan) for ``target_class`` in this profile."""
+        changes = dict(self.baseline_train) if model != "medsg" else {}
+        return dataclasses.replace(self.train, model=model, target_class=target_class, **changes)
 
 
 def _build_profiles() -> dict[str, Profile]:
@@ -263,25 +271,27 @@ def _build_profiles() -> dict[str, Profile]:
         metrics=MetricsConfig(kid_subsets=10, kid_subset_size=4, bootstrap=10),
         classifier=ClassifierConfig(img_size=32, epochs=1, batch_size=8),
     )
+    # Sized for a 2-core CPU (see README "Measured"): Med-StyleGAN2 ~0.5 s/iteration, DCGAN ~0.1 s, GAN ~0.03 s.
     cpu = Profile(
         name="cpu",
-        phantoms=PhantomConfig(),
+        phantoms=PhantomConfig(num_train=200, num_val=32, num_test=32),
         data=DataConfig(img_size=64, subset="infection"),
         train=TrainConfig(
             img_size=64,
             batch_size=8,
-            iterations=600,
-            base_width=16,
-            max_width=128,
-            mapping_hidden=128,
+            iterations=1000,
+            base_width=8,
+            max_width=64,
+            mapping_hidden=64,
             ngf=32,
             ndf=32,
             gan_hidden=512,
-            ds_decay_iters=600,
+            ds_decay_iters=1000,
             log_every=10,
-            sample_every=200,
-            ckpt_every=200,
+            sample_every=250,
+            ckpt_every=250,
         ),
+        baseline_train=(("batch_size", 32), ("iterations", 500), ("sample_every", 250), ("ckpt_every", 250)),
         generate=GenerateConfig(num_per_class=160, batch_size=32),
         metrics=MetricsConfig(kid_subsets=50, kid_subset_size=100, bootstrap=100),
         classifier=ClassifierConfig(img_size=64, epochs=8, batch_size=32),
@@ -291,6 +301,8 @@ def _build_profiles() -> dict[str, Profile]:
         phantoms=PhantomConfig(),
         data=DataConfig(layout="covidqu", root=Path("data/COVID-QU-Ex"), img_size=256),
         train=TrainConfig(img_size=256, batch_size=8, iterations=100_000, sample_every=5000, ckpt_every=5000),
+        # authors' DCGAN: 64 px, batch 128, 100 epochs of 33,920 images = 26,500 iterations
+        baseline_train=(("img_size", 64), ("batch_size", 128), ("iterations", 26_500)),
         generate=GenerateConfig(num_per_class=8_000),
         metrics=MetricsConfig(),
         classifier=ClassifierConfig(img_size=256, epochs=20),
@@ -304,6 +316,7 @@ def _build_profiles() -> dict[str, Profile]:
         train=TrainConfig(
             img_size=256, channels=3, batch_size=2, iterations=5_000, sample_every=1000, ckpt_every=1000
         ),
+        baseline_train=(("img_size", 64), ("batch_size", 128), ("iterations", 26_500)),
         generate=GenerateConfig(num_per_class=8_000),
         metrics=MetricsConfig(fid_protocols=("paper", "pytorch-fid")),
         classifier=ClassifierConfig(img_size=256, epochs=20),

@@ -134,3 +134,10 @@ def test_cli_help_lists_commands():
     )
     for command in ("reproduce", "phantoms"):
         assert command in out.stdout
+
+
+def test_baselines_get_their_own_training_settings():
+    prof = get_profile("paper")
+    dcgan = prof.train_config("dcgan", "Normal")
+    assert (dcgan.model, dcgan.target_class, dcgan.img_size, dcgan.batch_size) == ("dcgan", "Normal", 64, 128)
+    assert prof.train_config("medsg") == prof.train

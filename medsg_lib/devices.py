@@ -1,0 +1,198 @@
+"""Devices, mixed precision and torchrun-launched data parallelism, kept out of the training loop.
+
+- :func:`select_device` turns ``"auto" | "cpu" | "cuda" | "cuda:1" | "mps"`` into a ``torch.device``.
+- :func:`configure_backend` enables TF32 matmuls/convolutions and the cuDNN autotuner on CUDA (no-op
+elsewhere).
+- :func:`autocast` is a bf16 autocast context on CUDA when asked for, a no-op context otherwise.
+- :class:`DistInfo`, :func:`init_distributed`, :func:`all_reduce_grads`, :func:`broadcast_state` and
+  :func:`gather_fingerprints`: data parallelism by hand (see :func:`all_reduce_grads` for why not
+  ``DistributedDataParallel``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+def select_device(name: str) -> torch.device:
+    """The torch device for ``name``: ``"auto"`` picks CUDA, then MPS, then CPU.
+
+    Raises:
+        RuntimeError: ``name`` asks for CUDA or MPS on a machine without it (naming the fix).
+    """
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device={name!r} but CUDA is not available here; use device='auto' or 'cpu'")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise RuntimeError(f"device={name!r} but MPS is not available here; use device='auto' or 'cpu'")
+    return device
+
+
+def configure_backend(device: torch.device) -> None:
+    """On CUDA: TF32 for fp32 matmuls and convolutions, and the cuDNN autotuner (shapes are fixed per run).
+
+    TF32 keeps fp32 storage and range with a 10-bit mantissa in the multiply; it is the usual setting for GAN
+    training on Ampere and later GPUs. Nothing changes on CPU or MPS.
+    """
+    if device.type != "cuda":
+        return
+    if hasattr(torch.backends.cuda.matmul, "fp32_precision"):  # torch >= 2.9
+        torch.backends.cuda.matmul.fp32_precision = "tf32"
+        torch.backends.cudnn.conv.fp32_precision = "tf32"
+    else:  # pragma: no cover - older torch
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    torch.backends.cudnn.benchmark = True
+
+
+def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` to bfloat16 when ``amp == "bf16"`` and ``device`` is CUDA; else a no-op context.
+
+    bf16 needs no loss scaling (fp32's exponent range). CPU runs ignore ``amp`` so that tests and CI stay
+    fp32.
+    """
+    if amp == "bf16" and device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+class AutocastModule(nn.Module):
+    """Runs ``module`` under :func:`autocast` and returns fp32 outputs.
+
+    Used for the generator, mapping network and style encoder inside the discriminator step, so that the
+    fake images are made in bf16 while the discriminator, and with it R1's double backward, stays fp32.
+    """
+
+    def __init__(self, module: nn.Module, device: torch.device, amp: str) -> None:
+        super().__init__()
+        self.module = module
+        self.device = device
+        self.amp = amp
+
+    def forward(self, *args: torch.Tensor) -> torch.Tensor:
+        with autocast(self.device, self.amp):
+            out = self.module(*args)
+        return out.float()
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """This process's place in a torchrun launch (``world_size == 1``: not distributed)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def dist_info_from_env() -> DistInfo:
+    """``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` as set by ``torchrun``; unset means one process."""
+    return DistInfo(
+        rank=int(os.environ.get("RANK", "0")),
+        world_size=int(os.environ.get("WORLD_SIZE", "1")),
+        local_rank=int(os.environ.get("LOCAL_RANK", "0")),
+    )
+
+
+@contextlib.contextmanager
+def init_distributed(device_name: str) -> Iterator[tuple[DistInfo, torch.device]]:
+    """Context giving ``(DistInfo, device)``; under torchrun it joins (and on exit leaves) the process group.
+
+    Backend: NCCL on CUDA (one GPU per process, ``cuda:LOCAL_RANK``), gloo on CPU. A process group that the
+    caller already initialised is used as is and left open.
+    """
+    info = dist_info_from_env()
+    device = select_device(device_name)
+    if device.type == "cuda" and info.distributed:
+        device = torch.device("cuda", info.local_rank)
+        torch.cuda.set_device(device)
+    owns_group = info.distributed and not dist.is_initialized()
+    if owns_group:
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=30))
+    if info.distributed and dist.get_world_size() != info.world_size:
+        raise RuntimeError(f"WORLD_SIZE={info.world_size} but the process group has {dist.get_world_size()}")
+    try:
+        yield info, device
+    finally:
+        if owns_group:
+            dist.destroy_process_group()
+
+
+def all_reduce_grads(params: Iterable[nn.Parameter], world_size: int) -> None:
+    """Average gradients over ranks in place (one flat all-reduce); no-op for ``world_size == 1``.
+
+    Why not ``DistributedDataParallel``: Med-StyleGAN2 calls G, F and E several times per loss,
+    back-propagates R1 through a double backward, and lets the generator loss reach D's parameters that are
+    not stepped; DDP's reducer supports neither repeated forwards before one backward nor double backward
+    without special modes. Averaging the gradients after ``backward()`` is exactly what DDP computes, for any
+    graph.
+
+    A parameter with no gradient on every rank keeps ``grad = None`` (so Adam skips it, as in one process);
+    one with a gradient on some rank gets the average with zeros for the others.
+    """
+    params = [p for p in params if p.requires_grad]
+    if world_size == 1 or not params:
+        return
+    device = params[0].device
+    has_grad = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=device)
+    dist.all_reduce(has_grad)
+    used = [p for p, flag in zip(params, has_grad.tolist(), strict=True) if flag > 0]
+    if not used:
+        return
+    flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in used])
+    dist.all_reduce(flat)
+    flat /= world_size
+    offset = 0
+    for p in used:
+        n = p.numel()
+        mean = flat[offset : offset + n].view_as(p)
+        if p.grad is None:
+            p.grad = mean.clone(memory_format=torch.preserve_format)
+        else:
+            p.grad.copy_(mean)  # keeps the gradient's memory format (channels_last)
+        offset += n
+
+
+def broadcast_state(modules: Iterable[nn.Module], world_size: int, buffers_only: bool = False) -> None:
+    """Copy rank 0's parameters (unless ``buffers_only``) and buffers to every rank; no-op in one process.
+
+    Buffers: BatchNorm running statistics differ per rank after a step on different batches; as DDP does by
+    default, rank 0's are taken so that all ranks (and the checkpoint rank 0 writes) agree.
+    """
+    if world_size == 1:
+        return
+    for module in modules:
+        tensors = list(module.buffers()) if buffers_only else [*module.parameters(), *module.buffers()]
+        for tensor in tensors:
+            dist.broadcast(tensor.data, src=0)
+
+
+def gather_fingerprints(fingerprint: torch.Tensor, world_size: int) -> list[torch.Tensor]:
+    """All ranks' ``fingerprint`` tensors (same shape on every rank), in rank order."""
+    if world_size == 1:
+        return [fingerprint]
+    out = [torch.empty_like(fingerprint) for _ in range(world_size)]
+    dist.all_gather(out, fingerprint)
+    return out
