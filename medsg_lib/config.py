@@ -238,7 +238,6 @@ class Profile:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
 
-
     def train_config(self, model: str, target_class: str = "all") -> TrainConfig:
         """The training config of ``model`` (medsg, dcgan, gan) for ``target_class`` in this profile."""
         changes = dict(self.baseline_train) if model != "medsg" else {}
