@@ -1,0 +1,276 @@
+"""Class activation maps (Figure 1): Grad-CAM from the ``grad-cam`` package, and how well the maps localise.
+
+:func:`compute_cams` wraps ``pytorch_grad_cam.GradCAM`` and returns maps normalised per image to [0, 1] at the
+image's size. The localisation metrics are pure numpy on one map ``(H, W)`` and one boolean mask ``(H, W)``:
+
+- :func:`energy_inside`: the share of the map's sum inside the mask (a uniform map scores the mask's area
+  fraction, which :func:`localisation_table` reports as the chance level);
+- :func:`pointing_hit`: the pointing game (is the map's maximum inside the mask);
+- :func:`cam_iou`: IoU of the thresholded map with the mask.
+
+:func:`gaussian_baseline` is a centred Gaussian that looks at every image the same way: a map that
+"concentrates around the lungs" only says something if it beats this baseline.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg", force=False)
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+from pytorch_grad_cam import GradCAM  # noqa: E402
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
+from torch import nn  # noqa: E402
+
+from medsg_lib.config import CLASS_NAMES  # noqa: E402
+from medsg_lib.models.classifier import target_layer  # noqa: E402
+
+_FLAT = 1e-12  # a map whose range is below this carries no location: it becomes all zeros
+
+
+def normalise_cams(maps: np.ndarray) -> np.ndarray:
+    """Min-max normalise each map of ``maps`` ``(B, H, W)`` to [0, 1] (float32).
+
+    A flat map (range < 1e-12, e.g. all zeros when ReLU removed every positive contribution) or a non-finite
+    one becomes all zeros rather than NaN; every other map has minimum exactly 0 and maximum exactly 1.
+    """
+    maps = np.asarray(maps, dtype=np.float64)
+    if maps.ndim != 3:
+        raise ValueError(f"maps must be (B, H, W); got shape {maps.shape}")
+    low = maps.min(axis=(1, 2), keepdims=True)
+    span = maps.max(axis=(1, 2), keepdims=True) - low
+    ok = np.isfinite(span) & (span >= _FLAT)
+    out = np.where(ok, (maps - low) / np.where(ok, span, 1.0), 0.0)
+    return out.astype(np.float32)
+
+
+def compute_cams(
+    model: nn.Module,
+    x: torch.Tensor,
+    targets: Sequence[int] | None = None,
+    layer: nn.Module | None = None,
+    batch_size: int = 32,
+) -> np.ndarray:
+    """Grad-CAM maps ``(B, H, W)`` float32 in [0, 1] of ``x`` ``(B, C, H, W)`` in [-1, 1].
+
+    Args:
+        targets: the class explained for each image (``B`` ints); None explains the predicted class.
+        layer: the layer whose activations are weighted; default ``target_layer(model)`` (``layer4[-1]``,
+            a H/32 x W/32 map, i.e. 2x2 at 64 px: coarse; ``target_layer(model, "layer3")`` is H/16).
+
+    The maps are upsampled to ``H x W`` by grad-cam (bilinear) and normalised per image by
+    :func:`normalise_cams` (flat maps are all zeros; a ``UserWarning`` when every map is flat). ``model`` is
+    left in its previous train/eval mode with no stored gradients.
+    """
+    if x.ndim != 4:
+        raise ValueError(f"x must be (B, C, H, W); got shape {tuple(x.shape)}")
+    if targets is not None and len(targets) != x.shape[0]:
+        raise ValueError(f"targets has {len(targets)} entries for {x.shape[0]} images")
+    layer = target_layer(model) if layer is None else layer
+    was_training = model.training
+    device = next(model.parameters()).device
+    maps = []
+    try:
+        with GradCAM(model=model, target_layers=[layer]) as cam, torch.enable_grad():
+            for start in range(0, x.shape[0], batch_size):
+                # an input that requires grad keeps the graph even for a frozen model
+                x_batch = x[start : start + batch_size].detach().to(device).float().requires_grad_(True)
+                batch_targets = None
+                if targets is not None:
+                    batch_targets = [
+                        ClassifierOutputTarget(int(t)) for t in targets[start : start + batch_size]
+                    ]
+                maps.append(cam(input_tensor=x_batch, targets=batch_targets))
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+    cams = normalise_cams(np.concatenate(maps, axis=0))
+    if not cams.any():
+        warnings.warn(
+            "every Grad-CAM map is flat (all zeros): the layer's activation may be 1x1 at this image size "
+            f"({x.shape[-2]}x{x.shape[-1]}; layer4 of ResNet-18 is H/32), or no class evidence is positive; "
+            "try target_layer(model, 'layer3') or larger images",
+            stacklevel=2,
+        )
+    return cams
+
+
+def _check_pair(cam: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    cam, mask = np.asarray(cam, dtype=np.float64), np.asarray(mask)
+    if cam.ndim != 2 or cam.shape != mask.shape:
+        raise ValueError(f"cam and mask must be (H, W) of the same shape; got {cam.shape} and {mask.shape}")
+    if mask.dtype != bool:
+        raise ValueError(f"mask must be boolean; got dtype {mask.dtype}")
+    if np.any(cam < 0):
+        raise ValueError("cam must be non-negative (normalise it to [0, 1] first)")
+    return cam, mask
+
+
+def energy_inside(cam: np.ndarray, mask: np.ndarray) -> float:
+    """Share in [0, 1] of the map's energy (sum of values) inside ``mask``; 0 when the map sums to 0."""
+    cam, mask = _check_pair(cam, mask)
+    total = cam.sum()
+    return float(cam[mask].sum() / total) if total > 0 else 0.0
+
+
+def pointing_hit(cam: np.ndarray, mask: np.ndarray) -> bool:
+    """Pointing game: is the map's maximum inside ``mask`` (ties: the first maximum in row-major order)."""
+    cam, mask = _check_pair(cam, mask)
+    return bool(mask.flat[int(np.argmax(cam))])
+
+
+def cam_iou(cam: np.ndarray, mask: np.ndarray, threshold: float = 0.5) -> float:
+    """IoU in [0, 1] of ``cam >= threshold`` with ``mask``; 0 when both are empty (0/0 is defined as 0)."""
+    cam, mask = _check_pair(cam, mask)
+    hot = cam >= threshold
+    union = np.logical_or(hot, mask).sum()
+    return float(np.logical_and(hot, mask).sum() / union) if union > 0 else 0.0
+
+
+def gaussian_baseline(h: int, w: int, sigma_frac: float = 0.25) -> np.ndarray:
+    """A centred isotropic Gaussian ``(h, w)`` float32 with maximum 1 (values in (0, 1]).
+
+    Centre ``((h - 1) / 2, (w - 1) / 2)``, standard deviation ``sigma_frac * min(h, w)`` pixels. The same map
+    for every image: the "cannot localise" reference for the localisation metrics.
+    """
+    if h <= 0 or w <= 0 or sigma_frac <= 0:
+        raise ValueError(f"h, w and sigma_frac must be > 0; got {h}, {w}, {sigma_frac}")
+    sigma = sigma_frac * min(h, w)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    g = np.exp(-((yy - (h - 1) / 2) ** 2 + (xx - (w - 1) / 2) ** 2) / (2 * sigma**2))
+    return (g / g.max()).astype(np.float32)
+
+
+def _stack_masks(masks: np.ndarray | None, shape: tuple[int, ...], name: str) -> np.ndarray | None:
+    if masks is None:
+        return None
+    masks = np.asarray(masks)
+    if masks.shape != shape or masks.dtype != bool:
+        raise ValueError(f"{name} must be a boolean array of shape {shape}; got {masks.dtype} {masks.shape}")
+    return masks
+
+
+def _nanmean(values: list[float]) -> float:
+    return float(np.mean(values)) if values else float("nan")
+
+
+def localisation_table(
+    cams: np.ndarray,
+    lung_masks: np.ndarray | None,
+    infection_masks: np.ndarray | None,
+    labels: np.ndarray,
+    source: str,
+    threshold: float = 0.5,
+) -> pd.DataFrame:
+    """Per-class (and "all") localisation of ``cams`` ``(N, H, W)`` in [0, 1].
+
+    Args:
+        lung_masks, infection_masks: boolean ``(N, H, W)`` or None (metrics then NaN). Images whose infection
+            mask is empty (normal lungs, or no annotation) are left out of the infection metrics.
+        labels: ``(N,)`` class indices into ``CLASS_NAMES``.
+        source: what the maps come from, copied into every row (e.g. "real", "generated",
+            "baseline: centred Gaussian").
+
+    Returns one row per class present plus "all": ``source, class, n, n_flat`` (all-zero maps, which score 0
+    everywhere: see :func:`compute_cams`), ``lung_area_fraction`` (the chance level
+    of the energy share: a uniform map's score), ``lung_energy_share``, ``lung_pointing_hit_rate`` (means over
+    the images), ``n_infection`` (images with a non-empty infection mask), ``pointing_game_hit_rate`` and
+    ``iou@{threshold}`` (means over those images; NaN when there is none).
+    """
+    cams = np.asarray(cams)
+    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+    if cams.ndim != 3 or labels.shape != (cams.shape[0],):
+        raise ValueError(f"cams must be (N, H, W) with N labels; got {cams.shape} and {labels.shape}")
+    lungs = _stack_masks(lung_masks, cams.shape, "lung_masks")
+    lesions = _stack_masks(infection_masks, cams.shape, "infection_masks")
+    groups = [(CLASS_NAMES[k], labels == k) for k in np.unique(labels)] + [
+        ("all", np.ones(len(labels), bool))
+    ]
+    rows = []
+    for name, chosen in groups:
+        idx = np.flatnonzero(chosen)
+        row = {
+            "source": source,
+            "class": name,
+            "n": int(idx.size),
+            "n_flat": int((cams[idx].max(axis=(1, 2)) <= 0).sum()),
+        }
+        if lungs is None:
+            row.update(lung_area_fraction=np.nan, lung_energy_share=np.nan, lung_pointing_hit_rate=np.nan)
+        else:
+            row.update(
+                lung_area_fraction=float(lungs[idx].mean()),
+                lung_energy_share=_nanmean([energy_inside(cams[i], lungs[i]) for i in idx]),
+                lung_pointing_hit_rate=_nanmean([float(pointing_hit(cams[i], lungs[i])) for i in idx]),
+            )
+        with_lesion = [] if lesions is None else [i for i in idx if lesions[i].any()]
+        row.update(
+            n_infection=len(with_lesion),
+            pointing_game_hit_rate=_nanmean([float(pointing_hit(cams[i], lesions[i])) for i in with_lesion]),
+            **{f"iou@{threshold}": _nanmean([cam_iou(cams[i], lesions[i], threshold) for i in with_lesion])},
+        )
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _as_gray(images: np.ndarray | torch.Tensor) -> np.ndarray:
+    """``(N, H, W)`` in [0, 1] from ``(N, H, W)`` or ``(N, C, H, W)`` in [-1, 1] (channels averaged)."""
+    arr = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
+    if arr.ndim == 4:
+        arr = arr.mean(axis=1)
+    if arr.ndim != 3:
+        raise ValueError(f"images must be (N, H, W) or (N, C, H, W); got shape {arr.shape}")
+    return np.clip((arr.astype(np.float32) + 1) / 2, 0, 1)
+
+
+def save_cam_figure(
+    images: np.ndarray | torch.Tensor,
+    cams: np.ndarray,
+    titles: Sequence[str],
+    path: Path,
+    masks: np.ndarray | None = None,
+    ncols: int | None = None,
+    panel_inches: float = 2.0,
+    dpi: int = 100,
+    alpha: float = 0.4,
+) -> Path:
+    """Grid of Grad-CAM overlays written as a PNG at ``path``; returns ``path``.
+
+    Each panel: the image (``(N, H, W)`` or ``(N, C, H, W)`` in [-1, 1]) in gray, the map ``(N, H, W)`` in
+    [0, 1] in jet with ``alpha``, the boolean lung mask ``(N, H, W)`` (optional) as a cyan outline, and its
+    title. ``ncols`` panels per row (default all in one row); the file is ``ncols * panel_inches * dpi``
+    pixels wide and ``nrows * panel_inches * dpi`` high.
+    """
+    gray = _as_gray(images)
+    cams = np.asarray(cams)
+    n = gray.shape[0]
+    if cams.shape != gray.shape or len(titles) != n:
+        raise ValueError(f"images {gray.shape}, cams {cams.shape} and {len(titles)} titles must agree")
+    if masks is not None and np.asarray(masks).shape != gray.shape:
+        raise ValueError(f"masks must have shape {gray.shape}; got {np.asarray(masks).shape}")
+    ncols = n if ncols is None else ncols
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(ncols * panel_inches, nrows * panel_inches), squeeze=False
+    )
+    for ax in axes.ravel():
+        ax.axis("off")
+    for i, ax in enumerate(axes.ravel()[:n]):
+        ax.imshow(gray[i], cmap="gray", vmin=0, vmax=1)
+        ax.imshow(cams[i], cmap="jet", vmin=0, vmax=1, alpha=alpha)
+        if masks is not None and np.asarray(masks[i]).any():
+            ax.contour(np.asarray(masks[i], dtype=float), levels=[0.5], colors="cyan", linewidths=0.8)
+        ax.set_title(titles[i], fontsize=8)
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.9, wspace=0.05, hspace=0.2)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path

@@ -1,0 +1,210 @@
+"""Grad-CAM wrapper and the localisation metrics of Figure 1 (hand-made maps and masks)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from medsg_lib.cam import (
+    cam_iou,
+    compute_cams,
+    energy_inside,
+    gaussian_baseline,
+    localisation_table,
+    normalise_cams,
+    pointing_hit,
+    save_cam_figure,
+)
+from medsg_lib.models.classifier import build_classifier, target_layer
+
+torch.set_num_threads(1)
+
+
+def brightness_model() -> nn.Sequential:
+    """A CNN whose class-0 logit is the mean brightness: Grad-CAM for class 0 must light up bright pixels."""
+    conv = nn.Conv2d(1, 1, kernel_size=1)
+    head = nn.Linear(1, 3)
+    with torch.no_grad():
+        conv.weight.fill_(1.0)
+        conv.bias.zero_()
+        head.weight.copy_(torch.tensor([[1.0], [-1.0], [0.0]]))
+        head.bias.zero_()
+    return nn.Sequential(conv, nn.AdaptiveAvgPool2d(1), nn.Flatten(), head)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Grad-CAM
+
+
+def test_normalise_cams_spans_unit_range_and_handles_flat_maps() -> None:
+    maps = np.stack(
+        [np.arange(12.0).reshape(3, 4), np.zeros((3, 4)), np.full((3, 4), 7.0), np.full((3, 4), np.nan)]
+    )
+    out = normalise_cams(maps)
+    assert out.dtype == np.float32 and out.shape == (4, 3, 4)
+    assert out[0].min() == 0 and out[0].max() == 1
+    np.testing.assert_allclose(out[0], np.arange(12.0).reshape(3, 4) / 11, rtol=1e-6)
+    assert not np.isnan(out).any() and (out[1:] == 0).all()
+    with pytest.raises(ValueError, match=r"maps must be \(B, H, W\)"):
+        normalise_cams(np.zeros((3, 4)))
+
+
+def test_gradcam_points_at_the_bright_square_on_a_non_square_image() -> None:
+    model = brightness_model().train()
+    x = -torch.ones(2, 1, 16, 24)  # (B, C, H, W) in [-1, 1]
+    x[0, :, 2:6, 3:9] = 1.0  # top left
+    x[1, :, 10:14, 15:21] = 1.0  # bottom right
+    cams = compute_cams(model, x, targets=[0, 0], layer=model[0])
+    assert cams.shape == (2, 16, 24) and cams.dtype == np.float32
+    assert cams.min() == 0 and cams.max() == 1
+    assert cams[0, 2:6, 3:9].min() == 1 and cams[0, 10:, 12:].max() < 0.5
+    assert cams[1, 10:14, 15:21].min() == 1 and cams[1, :6, :12].max() < 0.5
+    assert model.training and all(p.grad is None for p in model.parameters())  # mode restored, no grads left
+    # class 1 has a negative weight on brightness: its map lights the dark background instead
+    dark = compute_cams(model, x, targets=[1, 1], layer=model[0])
+    assert dark[0, 2:6, 3:9].max() == 0 and dark[0, 10:, 12:].min() == 1
+    # class 2 ignores the image: zero gradients, a flat map, returned as zeros (no NaN), with a warning
+    with pytest.warns(UserWarning, match="every Grad-CAM map is flat"):
+        assert (compute_cams(model, x, targets=[2, 2], layer=model[0]) == 0).all()
+
+
+def test_gradcam_on_the_classifier_has_image_size_and_unit_range() -> None:
+    torch.manual_seed(0)
+    model = build_classifier().eval()
+    x = torch.rand(3, 1, 64, 64) * 2 - 1
+    cams = compute_cams(model, x, targets=[0, 1, 2], batch_size=2)
+    assert cams.shape == (3, 64, 64) and not np.isnan(cams).any()
+    for cam in cams:  # each map is normalised, or all zeros when Grad-CAM found nothing positive
+        assert (cam.min(), cam.max()) in {(0.0, 1.0), (0.0, 0.0)}
+    assert compute_cams(model, x, targets=None, layer=target_layer(model, "layer3")).shape == (3, 64, 64)
+    # at 32 px layer4 is 1x1: no location at all, said loudly
+    with pytest.warns(UserWarning, match=r"activation may be 1x1 at this image size \(32x32"):
+        assert (compute_cams(model, x[:, :, :32, :32], targets=[0, 1, 2]) == 0).all()
+    with pytest.raises(ValueError, match="targets has 2 entries for 3 images"):
+        compute_cams(model, x, targets=[0, 1])
+
+
+# ----------------------------------------------------------------------------------------------------
+# localisation metrics
+
+
+def test_map_equal_to_mask_localises_perfectly() -> None:
+    mask = np.zeros((8, 8), bool)
+    mask[2:5, 3:7] = True
+    cam = mask.astype(np.float32)
+    assert energy_inside(cam, mask) == 1.0 and cam_iou(cam, mask) == 1.0 and pointing_hit(cam, mask)
+
+
+def test_map_outside_the_mask_scores_zero() -> None:
+    mask = np.zeros((8, 8), bool)
+    mask[:4] = True
+    cam = np.zeros((8, 8), np.float32)
+    cam[5:, 2:6] = 1.0
+    assert energy_inside(cam, mask) == 0.0 and cam_iou(cam, mask) == 0.0 and not pointing_hit(cam, mask)
+
+
+def test_partial_overlap_exact_values_and_conventions() -> None:
+    mask = np.zeros((4, 4), bool)
+    mask[:2] = True  # top half: 8 pixels
+    cam = np.full((4, 4), 0.25, np.float32)
+    cam[0, :] = 1.0  # 4 hot pixels inside
+    cam[3, 0] = 1.0  # 1 hot pixel outside
+    # energy: inside 4 * 1 + 4 * 0.25 = 5, total 5 * 1 + 11 * 0.25 = 7.75
+    assert energy_inside(cam, mask) == pytest.approx(5 / 7.75)
+    assert cam_iou(cam, mask, threshold=0.5) == pytest.approx(4 / 9)
+    assert cam_iou(cam, mask, threshold=0.2) == pytest.approx(8 / 16)
+    tie = np.zeros((4, 4), np.float32)
+    tie[3, 3] = tie[1, 0] = 1.0  # first maximum in row-major order is (1, 0), inside the mask
+    assert pointing_hit(tie, mask) and not pointing_hit(tie, ~mask)
+    empty = np.zeros((4, 4), bool)
+    assert energy_inside(np.zeros((4, 4)), mask) == 0.0  # a map summing to 0
+    assert cam_iou(np.zeros((4, 4)), empty) == 0.0  # 0 / 0 is defined as 0
+
+
+def test_metric_input_errors() -> None:
+    with pytest.raises(ValueError, match="mask must be boolean; got dtype float64"):
+        energy_inside(np.ones((4, 4)), np.ones((4, 4)))
+    with pytest.raises(ValueError, match=r"same shape; got \(4, 4\) and \(4, 5\)"):
+        cam_iou(np.ones((4, 4)), np.ones((4, 5), bool))
+    with pytest.raises(ValueError, match="cam must be non-negative"):
+        pointing_hit(-np.ones((4, 4)), np.ones((4, 4), bool))
+
+
+def test_gaussian_baseline_peaks_at_the_centre() -> None:
+    g = gaussian_baseline(9, 11)
+    assert g.shape == (9, 11) and g.dtype == np.float32
+    assert np.unravel_index(np.argmax(g), g.shape) == (4, 5) and g.max() == 1 and g.min() > 0
+    np.testing.assert_allclose(g, g[::-1, ::-1])
+    even = gaussian_baseline(8, 8)
+    assert np.unravel_index(np.argmax(even), even.shape) == (3, 3)  # first of the four central pixels
+    # a narrower Gaussian puts less weight on the border
+    assert gaussian_baseline(9, 9, 0.1)[0, 4] < gaussian_baseline(9, 9, 0.5)[0, 4]
+    with pytest.raises(ValueError, match="must be > 0"):
+        gaussian_baseline(0, 4)
+
+
+def test_localisation_table_per_class_and_baseline() -> None:
+    h = w = 8
+    lungs = np.zeros((3, h, w), bool)
+    lungs[:, :, :3] = True  # "lung" on the left third
+    lesions = np.zeros((3, h, w), bool)
+    lesions[0, 5:, :2] = True  # only image 0 has a lesion
+    cams = lungs.astype(np.float32)
+    cams[0] = lesions[0]  # image 0 looks at its lesion exactly
+    labels = np.array([0, 0, 2])
+    table = localisation_table(cams, lungs, lesions, labels, source="real")
+    assert list(table["class"]) == ["COVID-19", "Normal", "all"] and set(table["source"]) == {"real"}
+    covid = table.set_index("class").loc["COVID-19"]
+    assert covid["n_flat"] == 0 and table.set_index("class").loc["all", "n_flat"] == 0
+    assert covid["n"] == 2 and covid["lung_energy_share"] == 1.0 and covid["lung_pointing_hit_rate"] == 1.0
+    assert covid["lung_area_fraction"] == pytest.approx(3 / 8)
+    assert covid["n_infection"] == 1 and covid["pointing_game_hit_rate"] == 1.0 and covid["iou@0.5"] == 1.0
+    normal = table.set_index("class").loc["Normal"]
+    assert (
+        normal["n_infection"] == 0
+        and np.isnan(normal["pointing_game_hit_rate"])
+        and np.isnan(normal["iou@0.5"])
+    )
+    # the centred Gaussian cannot find off-centre lungs: lower share, and its maximum is outside them
+    base = (
+        localisation_table(
+            np.broadcast_to(gaussian_baseline(h, w), (3, h, w)),
+            lungs,
+            lesions,
+            labels,
+            source="baseline: centred Gaussian",
+        )
+        .set_index("class")
+        .loc["all"]
+    )
+    assert base["lung_energy_share"] < 0.5 and base["lung_pointing_hit_rate"] == 0.0
+    flat = localisation_table(np.zeros_like(cams), lungs, lesions, labels, source="flat").set_index("class")
+    assert flat.loc["all", "n_flat"] == 3 and flat.loc["all", "lung_energy_share"] == 0.0
+    with pytest.raises(ValueError, match=r"lung_masks must be a boolean array of shape \(3, 8, 8\)"):
+        localisation_table(cams, lungs[:2], lesions, labels, source="real")
+
+
+# ----------------------------------------------------------------------------------------------------
+# figure
+
+
+def test_cam_figure_pixel_size(tmp_path: Path) -> None:
+    images = torch.rand(3, 1, 16, 16) * 2 - 1
+    cams = normalise_cams(np.random.default_rng(0).random((3, 16, 16)))
+    masks = np.zeros((3, 16, 16), bool)
+    masks[:, 4:12, 2:7] = True
+    path = save_cam_figure(images, cams, ["a", "b", "c"], tmp_path / "f" / "cams.png", masks=masks, dpi=50)
+    with Image.open(path) as im:
+        assert im.size == (300, 100)
+    path = save_cam_figure(
+        images, cams, ["a", "b", "c"], tmp_path / "grid.png", ncols=2, panel_inches=1.5, dpi=40
+    )
+    with Image.open(path) as im:
+        assert im.size == (120, 120)
+    with pytest.raises(ValueError, match="2 titles must agree"):
+        save_cam_figure(images, cams, ["a", "b"], tmp_path / "bad.png")
