@@ -75,41 +75,33 @@ def save_histograms(hists: Mapping[str, np.ndarray], path: Path) -> plt.Figure:
     return fig
 
 
-_NON_LOSS_KEYS = {
-    "step",
-    "images_per_s",
-    "lambda_ds",
-    "time",
-    "elapsed_s",
-    "lr",
-    "epoch",
-    "rank",
-    "world_size",
-}
+def _plot_terms(ax: plt.Axes, log: Sequence[Mapping[str, float]], prefix: str, title: str) -> None:
+    steps = [r["step"] for r in log]
+    keys = sorted({k for r in log for k in r if k.startswith(prefix)})
+    for key in keys:
+        ax.plot(steps, [r.get(key, np.nan) for r in log], label=key[len(prefix) :], lw=1)
+    ax.set_xlabel("iteration")
+    ax.set_title(title)
+    if keys:
+        ax.legend(fontsize=7, ncol=2)
 
 
 def save_training_figure(
     log: Sequence[Mapping[str, float]], sample_png: Path | None, path: Path, title: str
 ) -> plt.Figure:
-    """Loss curves from a run's ``log.jsonl`` records (left) and its latest sample grid (right). Writes ``path``."""
+    """Discriminator and generator loss terms from a run's ``log.jsonl`` records (keys ``d_*`` and ``g_*``)
+    and the run's latest sample grid. Writes ``path``; returns the figure."""
     from PIL import Image
 
-    fig, (ax_loss, ax_img) = plt.subplots(1, 2, figsize=(12, 4.6), gridspec_kw={"width_ratios": [1.1, 1]})
-    steps = [r["step"] for r in log]
-    keys = sorted(
-        {k for r in log for k, v in r.items() if k not in _NON_LOSS_KEYS and isinstance(v, int | float)}
+    fig, (ax_d, ax_g, ax_img) = plt.subplots(
+        1, 3, figsize=(15, 4.6), gridspec_kw={"width_ratios": [1, 1, 1.1]}
     )
-    for key in keys:
-        ax_loss.plot(steps, [r.get(key, np.nan) for r in log], label=key, lw=1)
-    ax_loss.set_xlabel("iteration")
-    ax_loss.set_ylabel("loss term")
-    ax_loss.set_title("losses")
-    if keys:
-        ax_loss.legend(fontsize=7, ncol=2)
+    _plot_terms(ax_d, log, "d_", "discriminator loss terms")
+    _plot_terms(ax_g, log, "g_", "generator loss terms")
     ax_img.axis("off")
     if sample_png is not None and Path(sample_png).exists():
         ax_img.imshow(np.asarray(Image.open(sample_png).convert("L")), cmap="gray", vmin=0, vmax=255)
-        ax_img.set_title(f"samples ({Path(sample_png).stem})", fontsize=9)
+        ax_img.set_title(f"fixed-input samples ({Path(sample_png).stem})", fontsize=9)
     fig.suptitle(title)
     fig.tight_layout()
     _save(fig, path)

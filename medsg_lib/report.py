@@ -41,3 +41,14 @@ def write_table(df: pd.DataFrame, stem: Path, formats: tuple[str, ...] = ("csv",
     if unknown:
         raise ValueError(f"unknown table format(s) {sorted(unknown)}; choose from {sorted(writers)}")
     return [_atomic_write_text(stem.with_suffix(f".{fmt}"), writers[fmt]()) for fmt in formats]
+
+
+def upsert_row(path: Path, key: str, row: dict[str, Any]) -> pd.DataFrame:
+    """Insert ``row`` into the CSV table at ``path``, replacing any row with the same value in column ``key``
+    (atomic); returns the table. Used for tables that several notebook runs fill one row at a time."""
+    path = Path(path)
+    table = pd.read_csv(path) if path.exists() else pd.DataFrame(columns=list(row))
+    table = table[table[key] != row[key]] if key in table else table
+    table = pd.concat([table, pd.DataFrame([row])], ignore_index=True).sort_values(key, ignore_index=True)
+    _atomic_write_text(path, table.to_csv(index=False))
+    return table

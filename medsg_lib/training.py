@@ -65,7 +65,7 @@ from medsg_lib.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from medsg_lib.config import CLASS_NAMES, DataConfig, PhantomConfig, TrainConfig, to_jsonable
+from medsg_lib.config import CLASS_NAMES, DataConfig, PhantomConfig, TrainConfig, from_jsonable, to_jsonable
 from medsg_lib.devices import (
     AutocastModule,
     DistInfo,
@@ -785,3 +785,42 @@ def _train_loop(
                         checkpoint_path(run_dir, t), checkpoint_state(state, config, fingerprints)
                     )
                 _barrier(info)
+
+
+def read_log(run_dir: Path) -> list[dict[str, Any]]:
+    """The records of ``run_dir/log.jsonl`` in order (empty list when the run has not logged yet)."""
+    path = Path(run_dir) / LOG_NAME
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def latest_samples(run_dir: Path) -> Path | None:
+    """The newest ``samples/step_*.png`` of ``run_dir`` (None when there is none)."""
+    grids = sorted((Path(run_dir) / SAMPLES_DIR).glob("step_*.png"))
+    return grids[-1] if grids else None
+
+
+def run_summary(run_dir: Path) -> dict[str, Any]:
+    """One row describing a finished run: model, class, size, steps, parameters per net, logged training
+    seconds, mean images/s and the last logged value of each total loss (for ``results/training_runs.csv``)."""
+    from medsg_lib.models import build_models, count_parameters
+
+    run_dir = Path(run_dir)
+    config = json.loads((run_dir / CONFIG_NAME).read_text(encoding="utf-8"))
+    cfg = from_jsonable(TrainConfig, config["train"])
+    log = read_log(run_dir)
+    last = log[-1] if log else {}
+    row: dict[str, Any] = {
+        "run": run_dir.name,
+        "model": cfg.model,
+        "target_class": cfg.target_class,
+        "img_size": cfg.img_size,
+        "batch_size": cfg.batch_size,
+        "steps": last.get("step", 0),
+        "train_seconds": round(sum(r.get("seconds", 0.0) for r in log), 1),
+        "images_per_s": round(sum(r.get("images_per_s", 0.0) for r in log) / max(len(log), 1), 2),
+    }
+    row.update({f"params_{k}": count_parameters(m) for k, m in build_models(cfg).items()})
+    row.update({k: round(v, 4) for k, v in last.items() if k.endswith("_total")})
+    return row
