@@ -41,6 +41,62 @@ def _cmd_phantoms(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from medsg_lib.notebook import overrides, run_name
+    from medsg_lib.paths import output_dirs
+    from medsg_lib.training import train
+
+    prof = get_profile(args.profile)
+    cfg = overrides(
+        prof.train_config(args.model, args.target_class), iterations=args.iterations, device=args.device
+    )
+    data_cfg = overrides(
+        prof.data, layout=args.layout, root=args.data_root, img_size=cfg.img_size, channels=cfg.channels
+    )
+    run_dir = (
+        Path(args.run_dir)
+        if args.run_dir
+        else output_dirs(args.profile).runs / run_name(cfg.model, cfg.target_class)
+    )
+    print(f"run dir: {train(cfg, data_cfg, run_dir, phantoms=prof.phantoms, resume=not args.restart)}")
+    return 0
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from medsg_lib.checkpoint import latest_checkpoint
+    from medsg_lib.generate import generate
+    from medsg_lib.notebook import overrides
+
+    prof = get_profile(args.profile)
+    run_dir = Path(args.run_dir)
+    ckpt = latest_checkpoint(run_dir) if run_dir.is_dir() else run_dir
+    if ckpt is None:
+        print(f"no checkpoint in {run_dir}: train first (python -m medsg_lib train ...)", file=sys.stderr)
+        return 1
+    gen_cfg = overrides(prof.generate, num_per_class=args.num_per_class, mode=args.mode)
+    data_cfg = overrides(prof.data, layout=args.layout, root=args.data_root)
+    out = generate(ckpt, Path(args.out_dir), gen_cfg, data_cfg, phantoms=prof.phantoms, device=args.device)
+    print(f"images in {out}")
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    import json
+
+    from medsg_lib.bench import bench_train
+
+    prof = get_profile(args.profile)
+    cfg = replace(prof.train_config(args.model), img_size=args.img_size, batch_size=args.batch_size)
+    if args.paper_widths:
+        cfg = replace(
+            cfg, base_width=None, max_width=512, mapping_hidden=512, ngf=64, ndf=64, gan_hidden=1024
+        )
+    cfg = replace(cfg, amp=args.amp, channels_last=args.channels_last, channels=args.channels)
+    result = bench_train(cfg, args.device, steps=args.steps, warmup=args.warmup)
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m medsg_lib", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -55,6 +111,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default="cpu", choices=PROFILE_NAMES)
     p.add_argument("--root", help="output folder (default: the profile's)")
     p.set_defaults(func=_cmd_phantoms)
+
+    p = sub.add_parser("train", help="train one model (resumes from the run's latest checkpoint)")
+    p.add_argument("--profile", default="cpu", choices=PROFILE_NAMES)
+    p.add_argument("--model", default="medsg", choices=("medsg", "dcgan", "gan"))
+    p.add_argument("--target-class", default="all", help="all, or one class for the baselines")
+    p.add_argument("--iterations", type=int, default=0, help="0: the profile's")
+    p.add_argument("--device", default="", help="auto | cpu | cuda | mps (empty: the profile's)")
+    p.add_argument("--layout", default="", help="phantoms | covidqu | folders (empty: the profile's)")
+    p.add_argument("--data-root", default="", help="data folder (empty: the profile's)")
+    p.add_argument("--run-dir", default="", help="default: runs/<profile>/<model>[_<class>]")
+    p.add_argument("--restart", action="store_true", help="start over instead of resuming")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("generate", help="write images per class from a run's latest checkpoint")
+    p.add_argument("run_dir", help="a run directory (its latest checkpoint) or a checkpoint file")
+    p.add_argument("out_dir")
+    p.add_argument("--profile", default="cpu", choices=PROFILE_NAMES)
+    p.add_argument("--num-per-class", type=int, default=0, help="0: the profile's (8,000 in paper)")
+    p.add_argument("--mode", default="", help="latent | reference (empty: the profile's)")
+    p.add_argument("--layout", default="")
+    p.add_argument("--data-root", default="")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=_cmd_generate)
+
+    p = sub.add_parser("bench", help="benchmarks: bench train --model medsg --img-size 256 --batch-size 8")
+    bench = p.add_subparsers(dest="what", required=True)
+    b = bench.add_parser("train", help="images/s, s/iteration and peak memory of training steps")
+    b.add_argument("--model", default="medsg", choices=("medsg", "dcgan", "gan"))
+    b.add_argument(
+        "--profile", default="paper", choices=PROFILE_NAMES, help="widths and settings to start from"
+    )
+    b.add_argument("--img-size", type=int, default=256)
+    b.add_argument("--batch-size", type=int, default=8)
+    b.add_argument("--channels", type=int, default=1)
+    b.add_argument("--device", default="cpu")
+    b.add_argument("--amp", default="off", choices=("off", "bf16"))
+    b.add_argument("--channels-last", action="store_true")
+    b.add_argument("--paper-widths", action="store_true", help="default (paper) widths whatever the profile")
+    b.add_argument("--steps", type=int, default=5)
+    b.add_argument("--warmup", type=int, default=2)
+    b.set_defaults(func=_cmd_bench)
     return parser
 
 

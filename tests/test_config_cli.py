@@ -141,3 +141,45 @@ def test_baselines_get_their_own_training_settings():
     dcgan = prof.train_config("dcgan", "Normal")
     assert (dcgan.model, dcgan.target_class, dcgan.img_size, dcgan.batch_size) == ("dcgan", "Normal", 64, 128)
     assert prof.train_config("medsg") == prof.train
+
+
+def test_cli_bench_train_prints_speed(capsys):
+    from medsg_lib.__main__ import main
+
+    argv = ["bench", "train", "--model", "gan", "--profile", "smoke", "--img-size", "32", "--batch-size", "4"]
+    assert main([*argv, "--steps", "1", "--warmup", "0"]) == 0
+    out = capsys.readouterr().out
+    assert '"images_per_s"' in out and '"s_per_iter"' in out
+
+
+def test_cli_train_then_generate(tmp_path, capsys):
+    from medsg_lib.__main__ import main
+
+    run_dir, out_dir = tmp_path / "run", tmp_path / "gen"
+    assert (
+        main(
+            [
+                "train",
+                "--profile",
+                "smoke",
+                "--model",
+                "dcgan",
+                "--target-class",
+                "Normal",
+                "--run-dir",
+                str(run_dir),
+            ]
+        )
+        == 0
+    )
+    assert main(["generate", str(run_dir), str(out_dir), "--profile", "smoke", "--num-per-class", "3"]) == 0
+    assert sorted(p.name for p in (out_dir / "normal").glob("*.png")) == [
+        "200000.png",
+        "200001.png",
+        "200002.png",
+    ]
+    (tmp_path / "empty").mkdir()
+    assert main(["generate", str(tmp_path / "empty"), str(out_dir), "--profile", "smoke"]) == 1
+    assert "no checkpoint in" in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError, match=r"checkpoint .*missing\.pt does not exist: pass a run's"):
+        main(["generate", str(tmp_path / "missing.pt"), str(out_dir), "--profile", "smoke"])
