@@ -35,10 +35,12 @@ atomically every :data:`MANIFEST_EVERY_BATCHES` batches (rows of the images on d
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
 import os
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -59,6 +61,7 @@ from medsg_lib.config import (
     GenerateConfig,
     PhantomConfig,
     TrainConfig,
+    from_jsonable,
     to_jsonable,
 )
 from medsg_lib.data import XrayDataset, XrayRecord
@@ -655,3 +658,61 @@ def _kept_rows(out_dir: Path, targets: Sequence[str]) -> pd.DataFrame:
         return manifest_rows([], {})
     frame = read_manifest(out_dir)
     return frame[~frame["class"].isin(list(targets))].reset_index(drop=True)
+
+
+def run_train_config(run_dir: Path) -> TrainConfig:
+    """The :class:`TrainConfig` a run directory was trained with (its ``config.json``)."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: {run_dir} is not a training run directory (train first)")
+    return from_jsonable(TrainConfig, json.loads(path.read_text(encoding="utf-8"))["train"])
+
+
+def generate_runs(
+    runs_dir: Path,
+    out_root: Path,
+    gen_cfg: GenerateConfig,
+    data_cfg: DataConfig,
+    *,
+    phantoms: PhantomConfig | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Generate from the latest checkpoint of every run under ``runs_dir`` into ``out_root/<run name>/``.
+
+    ``data_cfg`` is adapted to each run's image size and channels (Med-StyleGAN2 translates validation images).
+    Returns one row per run and class: run, model, class, n_images, seconds (of the whole run's call), checkpoint.
+    """
+    from medsg_lib.checkpoint import latest_checkpoint
+
+    rows = []
+    for run_dir in sorted(p for p in Path(runs_dir).iterdir() if (p / "config.json").is_file()):
+        ckpt = latest_checkpoint(run_dir)
+        if ckpt is None:
+            continue
+        train_cfg = run_train_config(run_dir)
+        run_data = dataclasses.replace(data_cfg, img_size=train_cfg.img_size, channels=train_cfg.channels)
+        t0 = time.perf_counter()
+        out_dir = generate(
+            ckpt,
+            out_root / run_dir.name,
+            gen_cfg,
+            run_data,
+            phantoms=phantoms,
+            device=device,
+            progress=progress,
+        )
+        seconds = time.perf_counter() - t0
+        for target in resolve_targets(train_cfg, None):
+            n = len(list((out_dir / class_slug(target)).glob("*.png")))
+            rows.append(
+                {
+                    "run": run_dir.name,
+                    "model": train_cfg.model,
+                    "class": target,
+                    "n_images": n,
+                    "seconds": round(seconds, 1),
+                    "checkpoint": ckpt.name,
+                }
+            )
+    return pd.DataFrame(rows)

@@ -106,3 +106,22 @@ def save_training_figure(
     fig.tight_layout()
     _save(fig, path)
     return fig
+
+
+def save_generated_preview(out_root: Path, path: Path, per_row: int = 8) -> plt.Figure:
+    """The first ``per_row`` images (by seed) of every ``out_root/<run>/<class>/`` folder, one row each, on the
+    same gray scale. Writes ``path``; returns the figure."""
+    from PIL import Image
+
+    folders = sorted(d for run in Path(out_root).iterdir() if run.is_dir() for d in run.iterdir() if d.is_dir())
+    fig, axes = plt.subplots(len(folders), per_row, figsize=(1.3 * per_row, 1.4 * len(folders)), squeeze=False)
+    for row, folder in zip(axes, folders, strict=True):
+        files = sorted(folder.glob("*.png"))[:per_row]
+        for ax in row:
+            ax.axis("off")
+        for ax, f in zip(row, files, strict=False):
+            ax.imshow(np.asarray(Image.open(f).convert("L")), cmap="gray", vmin=0, vmax=255)
+        row[0].set_title(f"{folder.parent.name} / {folder.name}", loc="left", fontsize=8)
+    fig.tight_layout()
+    _save(fig, path)
+    return fig
