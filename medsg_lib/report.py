@@ -34,7 +34,8 @@ def write_table(df: pd.DataFrame, stem: Path, formats: tuple[str, ...] = ("csv",
     stem = Path(stem)
     writers = {
         "csv": lambda: df.to_csv(index=False),
-        "md": lambda: df.to_markdown(index=False) + "\n",
+        # disable_numparse: tabulate would re-parse formatted strings ("2446.535") and round them
+        "md": lambda: df.to_markdown(index=False, disable_numparse=True) + "\n",
         "tex": lambda: df.to_latex(index=False, escape=True),
     }
     unknown = set(formats) - set(writers)
