@@ -274,3 +274,125 @@ def save_cam_figure(
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
+
+
+# --- The Figure 1 study: real and generated images, measured against a map that cannot localise ----------------
+
+
+class CamInputs:
+    """Images with their labels and masks for a CAM study: ``x`` ``(N, 1, H, W)`` in [-1, 1], ``labels``
+    ``(N,)``, ``lung`` and ``infection`` boolean ``(N, H, W)`` (infection all False where unknown)."""
+
+    def __init__(self, x: torch.Tensor, labels: np.ndarray, lung: np.ndarray, infection: np.ndarray) -> None:
+        self.x, self.labels, self.lung, self.infection = x, np.asarray(labels), lung, infection
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def real_cam_inputs(records: Sequence, img_size: int, per_class: int, seed: int = 0) -> CamInputs:
+    """Up to ``per_class`` real images per class (reproducible pick) with their lung and infection masks."""
+    from medsg_lib.data import load_image, load_mask, preprocess, to_tensor
+    from medsg_lib.data.summary import pick_examples
+
+    chosen = pick_examples(records, per_class, seed)
+    empty = np.zeros((img_size, img_size), bool)
+    x = torch.stack([to_tensor(preprocess(load_image(r.image_path, 1), img_size)) for r in chosen])
+    lung = np.stack([load_mask(r.lung_mask_path, img_size) if r.lung_mask_path else empty for r in chosen])
+    lesion = np.stack(
+        [load_mask(r.infection_mask_path, img_size) if r.infection_mask_path else empty for r in chosen]
+    )
+    return CamInputs(x, np.array([r.label for r in chosen]), lung, lesion)
+
+
+def generated_cam_inputs(gen_dir: Path, img_size: int, per_class: int) -> CamInputs:
+    """Up to ``per_class`` Med-StyleGAN2 images per class (lowest seeds) from ``gen_dir`` (a folder written by
+    :func:`medsg_lib.generate.generate`). A translation keeps the anatomy of its source image, so the source's
+    lung mask stands in for the generated image's; generated lesions have no mask (infection metrics NaN)."""
+    from medsg_lib.data import load_image, preprocess, to_tensor
+    from medsg_lib.generate import read_manifest
+
+    manifest = read_manifest(gen_dir)
+    rows = [
+        row
+        for name in CLASS_NAMES
+        for row in manifest[manifest["class"] == name].sort_values("seed").head(per_class).to_dict("records")
+    ]
+    if not rows:
+        raise FileNotFoundError(
+            f"no generated images listed in {gen_dir}/manifest.csv: run notebook 03 first"
+        )
+    x = torch.stack([to_tensor(preprocess(load_image(Path(gen_dir) / r["file"], 1), img_size)) for r in rows])
+    lung = np.stack([_source_lung_mask(r["source_image"], img_size) for r in rows])
+    labels = np.array([CLASS_NAMES.index(r["class"]) for r in rows])
+    return CamInputs(x, labels, lung, np.zeros_like(lung))
+
+
+def _source_lung_mask(source_image: object, img_size: int) -> np.ndarray:
+    """The lung mask beside a COVID-QU-Ex-layout source image (``.../images/NAME`` -> ``.../lung masks/NAME``),
+    or an all-False mask when there is none (then the lung metrics of that image are 0)."""
+    from medsg_lib.data import load_mask
+
+    if not isinstance(source_image, str) or not source_image:
+        return np.zeros((img_size, img_size), bool)
+    path = Path(source_image)
+    mask = path.parent.parent / "lung masks" / path.name
+    return load_mask(mask, img_size) if mask.is_file() else np.zeros((img_size, img_size), bool)
+
+
+def cam_study(
+    model: nn.Module,
+    inputs: dict[str, CamInputs],
+    layers: Sequence[str] = ("layer3", "layer4"),
+    threshold: float = 0.5,
+) -> tuple[pd.DataFrame, dict[tuple[str, str], np.ndarray]]:
+    """Grad-CAM (explaining each image's own class) of every input set at every ``layer``, measured with
+    :func:`localisation_table`, plus the centred-Gaussian baseline on the same images and masks.
+
+    Returns the table (columns ``layer``, ``source``, ``class``, ...) and the maps per ``(layer, source)``.
+    """
+    tables, maps = [], {}
+    for layer in layers:
+        for source, inp in inputs.items():
+            cams = compute_cams(model, inp.x, targets=inp.labels.tolist(), layer=target_layer(model, layer))
+            maps[(layer, source)] = cams
+            table = localisation_table(cams, inp.lung, inp.infection, inp.labels, source, threshold)
+            tables.append(table.assign(layer=layer))
+    for source, inp in inputs.items():
+        h, w = inp.x.shape[-2:]
+        gauss = np.broadcast_to(gaussian_baseline(h, w), (len(inp), h, w))
+        table = localisation_table(
+            gauss, inp.lung, inp.infection, inp.labels, f"baseline: centred Gaussian ({source})"
+        )
+        tables.append(table.assign(layer="-"))
+    table = pd.concat(tables, ignore_index=True)
+    return table[["layer", *[c for c in table.columns if c != "layer"]]], maps
+
+
+def save_fig1(
+    inputs: dict[str, CamInputs],
+    maps: dict[tuple[str, str], np.ndarray],
+    layer: str,
+    path: Path,
+    classes: Sequence[str] = ("COVID-19", "Non-COVID"),
+    per_row: int = 4,
+) -> Path:
+    """Figure 1: Grad-CAM overlays at ``layer``, one row per (source, class) for ``classes`` (the first
+    ``per_row`` images of each), lung outline in cyan. Writes ``path`` (PNG); returns it."""
+    images, cams, masks, titles = [], [], [], []
+    for source, inp in inputs.items():
+        for name in classes:
+            idx = np.flatnonzero(inp.labels == CLASS_NAMES.index(name))[:per_row]
+            for k, i in enumerate(idx):
+                images.append(inp.x[i, 0].numpy())
+                cams.append(maps[(layer, source)][i])
+                masks.append(inp.lung[i])
+                titles.append(f"{source}: {name}" if k == 0 else "")
+            for _ in range(per_row - len(idx)):  # keep rows aligned when a class has fewer images
+                images.append(np.full(inp.x.shape[-2:], -1.0, np.float32))
+                cams.append(np.zeros(inp.x.shape[-2:], np.float32))
+                masks.append(np.zeros(inp.x.shape[-2:], bool))
+                titles.append("")
+    return save_cam_figure(
+        np.stack(images), np.stack(cams), titles, path, masks=np.stack(masks), ncols=per_row
+    )

@@ -113,8 +113,12 @@ def save_generated_preview(out_root: Path, path: Path, per_row: int = 8) -> plt.
     same gray scale. Writes ``path``; returns the figure."""
     from PIL import Image
 
-    folders = sorted(d for run in Path(out_root).iterdir() if run.is_dir() for d in run.iterdir() if d.is_dir())
-    fig, axes = plt.subplots(len(folders), per_row, figsize=(1.3 * per_row, 1.4 * len(folders)), squeeze=False)
+    folders = sorted(
+        d for run in Path(out_root).iterdir() if run.is_dir() for d in run.iterdir() if d.is_dir()
+    )
+    fig, axes = plt.subplots(
+        len(folders), per_row, figsize=(1.3 * per_row, 1.4 * len(folders)), squeeze=False
+    )
     for row, folder in zip(axes, folders, strict=True):
         files = sorted(folder.glob("*.png"))[:per_row]
         for ax in row:
@@ -122,6 +126,63 @@ def save_generated_preview(out_root: Path, path: Path, per_row: int = 8) -> plt.
         for ax, f in zip(row, files, strict=False):
             ax.imshow(np.asarray(Image.open(f).convert("L")), cmap="gray", vmin=0, vmax=255)
         row[0].set_title(f"{folder.parent.name} / {folder.name}", loc="left", fontsize=8)
+    fig.tight_layout()
+    _save(fig, path)
+    return fig
+
+
+FIG2_COLUMNS: tuple[tuple[str, str], ...] = (("GAN", "gan"), ("DCGAN", "dcgan"), ("Med-StyleGAN2", "medsg"))
+
+
+def fig2_panels(generated_root: Path, real_records: Sequence) -> dict[tuple[str, str], Path | None]:
+    """The file shown in each Figure 2 panel, keyed by (class, column): for GAN and DCGAN the lowest-seed image
+    of the per-class run (``gan_<slug>``, falling back to the whole-set run ``gan/all``), for Med-StyleGAN2 the
+    lowest-seed image of ``medsg/<slug>``, for "original" the first training image of the class by file name.
+    None where nothing was generated."""
+    from medsg_lib.config import CLASS_SLUGS
+
+    root = Path(generated_root)
+    panels: dict[tuple[str, str], Path | None] = {}
+    for name, slug in zip(CLASS_NAMES, CLASS_SLUGS, strict=True):
+        for column, run in FIG2_COLUMNS:
+            folders = (
+                [root / run / slug] if run == "medsg" else [root / f"{run}_{slug}" / slug, root / run / "all"]
+            )
+            files = [f for folder in folders for f in sorted(folder.glob("*.png"))[:1]]
+            panels[(name, column)] = files[0] if files else None
+        originals = sorted(
+            (r for r in real_records if r.class_name == name), key=lambda r: Path(r.image_path).name
+        )
+        panels[(name, "original")] = Path(originals[0].image_path) if originals else None
+    return panels
+
+
+def save_fig2(panels: Mapping[tuple[str, str], Path | None], img_size: int, path: Path) -> plt.Figure:
+    """Figure 2: columns GAN, DCGAN, Med-StyleGAN2, original; one row per class; every panel resized to
+    ``img_size`` and drawn on the same gray scale (0-255). Writes ``path``; returns the figure."""
+    from medsg_lib.data import load_image, preprocess
+
+    columns = [c for c, _ in FIG2_COLUMNS] + ["original"]
+    fig, axes = plt.subplots(
+        len(CLASS_NAMES), len(columns), figsize=(2.4 * len(columns), 2.5 * len(CLASS_NAMES))
+    )
+    for i, name in enumerate(CLASS_NAMES):
+        for j, column in enumerate(columns):
+            ax = axes[i, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            file = panels.get((name, column))
+            if file is None:
+                ax.text(
+                    0.5, 0.5, "not generated", ha="center", va="center", fontsize=8, transform=ax.transAxes
+                )
+            else:
+                ax.imshow(preprocess(load_image(file, 1), img_size), cmap="gray", vmin=0, vmax=255)
+            if i == 0:
+                ax.set_title(column, fontsize=10)
+            if j == 0:
+                ax.set_ylabel(name, fontsize=10)
+    fig.suptitle("Figure 2: generated samples and an original image per class (same gray scale)", fontsize=10)
     fig.tight_layout()
     _save(fig, path)
     return fig

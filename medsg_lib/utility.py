@@ -1,0 +1,102 @@
+"""Does synthetic data carry class information? Train the X-ray classifier on real, synthetic, and real plus
+synthetic training images and test each on the same real held-out split (beyond the paper)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from medsg_lib.classify import evaluate_classifier, load_classifier, train_classifier
+from medsg_lib.config import CLASS_NAMES, CLASS_SLUGS, ClassifierConfig
+from medsg_lib.data import load_image, preprocess, to_tensor
+
+
+class LabelledImages(Dataset):
+    """Images held in memory: ``x`` ``(N, C, H, W)`` float32 in [-1, 1] and ``labels`` ``(N,)`` int64."""
+
+    def __init__(self, x: Tensor, labels: Tensor) -> None:
+        if x.ndim != 4 or labels.shape != (x.shape[0],):
+            raise ValueError(
+                f"x must be (N, C, H, W) with N labels; got {tuple(x.shape)} and {tuple(labels.shape)}"
+            )
+        self.x, self.labels = x, labels.to(torch.int64)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        return self.x[index], self.labels[index]
+
+
+def generated_dataset(gen_dir: Path, img_size: int, channels: int = 1) -> LabelledImages:
+    """The PNGs of ``gen_dir/{class_slug}/*.png`` (one folder per class, e.g. Med-StyleGAN2's output) with the
+    folder's class as label, resized to ``img_size``. Raises FileNotFoundError when no class folder has images."""
+    xs, ys = [], []
+    for label, slug in enumerate(CLASS_SLUGS):
+        for path in sorted((Path(gen_dir) / slug).glob("*.png")):
+            xs.append(to_tensor(preprocess(load_image(path, channels), img_size)))
+            ys.append(label)
+    if not xs:
+        raise FileNotFoundError(
+            f"no generated images under {gen_dir}/{{{','.join(CLASS_SLUGS)}}}/*.png: run notebook 03 (generation) first"
+        )
+    return LabelledImages(torch.stack(xs), torch.tensor(ys))
+
+
+def materialise(dataset: Dataset) -> LabelledImages:
+    """Every item of ``dataset`` in memory (for concatenation with generated images)."""
+    items = [dataset[i] for i in range(len(dataset))]
+    return LabelledImages(
+        torch.stack([x for x, _ in items]), torch.stack([torch.as_tensor(y) for _, y in items])
+    )
+
+
+def concat(parts: Sequence[LabelledImages]) -> LabelledImages:
+    """The union of in-memory image sets."""
+    return LabelledImages(torch.cat([p.x for p in parts]), torch.cat([p.labels for p in parts]))
+
+
+def utility_experiment(
+    cfg: ClassifierConfig,
+    real_train: Dataset,
+    synthetic: LabelledImages,
+    test_set: Dataset,
+    run_root: Path,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Train one classifier per training set (real, synthetic, real + synthetic) with ``cfg`` (last epoch, no
+    model selection, so no real data reaches the synthetic-only model) into ``run_root/<name>``; test each on
+    ``test_set``. Returns one row each: training_data, n_train, n_test, accuracy, macro_f1, recall per class."""
+    real = materialise(real_train)
+    sets = {"real": real, "synthetic": synthetic, "real+synthetic": concat([real, synthetic])}
+    rows = []
+    for name, train_set in sets.items():
+        ckpt = train_classifier(
+            cfg, train_set, Path(run_root) / name.replace("+", "_plus_"), progress=progress
+        )
+        model, info = load_classifier(ckpt)
+        result = evaluate_classifier(model, test_set)
+        rows.append(
+            {
+                "training_data": name,
+                "n_train": len(train_set),
+                "n_test": result["n"],
+                "accuracy": round(result["accuracy"], 4),
+                "macro_f1": round(result["macro_f1"], 4),
+                **{f"recall_{c}": round(result["recall"][c], 4) for c in CLASS_NAMES},
+                "init": info.get("init"),
+                "epochs": cfg.epochs,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def utility_config(cfg: ClassifierConfig, epochs: int = 0) -> ClassifierConfig:
+    """The classifier config of the utility runs (``epochs`` 0: the profile's)."""
+    return replace(cfg, epochs=epochs) if epochs else cfg
