@@ -88,3 +88,83 @@ def test_ensure_classifier_trains_once_and_writes_results(smoke, tmp_path, monke
 def test_evaluation_split_per_layout():
     assert classify.evaluation_split("folders") == "val" and classify.evaluation_split("covidqu") == "test"
     assert isinstance(ClassifierConfig(), ClassifierConfig) and Path("x").name == "x"
+
+
+def _png(path: Path, value: int, size: int = 32) -> Path:
+    import numpy as np
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((size, size), value, np.uint8)).save(path)
+    return path
+
+
+def test_fig2_panels_pick_lowest_seed_and_fall_back(tmp_path):
+    from types import SimpleNamespace
+
+    from medsg_lib import plots
+
+    gen = tmp_path / "gen"
+    _png(gen / "medsg" / "covid" / "000002.png", 10)
+    _png(gen / "medsg" / "covid" / "000001.png", 20)
+    _png(gen / "dcgan_covid" / "covid" / "100000.png", 30)
+    _png(gen / "gan" / "all" / "300000.png", 40)  # whole-set GAN only: the fallback
+    real = [
+        SimpleNamespace(class_name="COVID-19", image_path=_png(tmp_path / "real" / n, 50))
+        for n in ("b.png", "a.png")
+    ]
+    panels = plots.fig2_panels(gen, real)
+    assert panels[("COVID-19", "Med-StyleGAN2")].name == "000001.png"
+    assert panels[("COVID-19", "DCGAN")].name == "100000.png"
+    assert panels[("COVID-19", "GAN")] == gen / "gan" / "all" / "300000.png"
+    assert panels[("COVID-19", "original")].name == "a.png"
+    assert panels[("Normal", "Med-StyleGAN2")] is None and panels[("Normal", "original")] is None
+    plots.save_fig2(panels, 32, tmp_path / "fig2.png")
+    assert (tmp_path / "fig2.png").stat().st_size > 1000
+
+
+def test_cam_study_measures_maps_and_gaussian_baseline():
+    import numpy as np
+    import torch
+
+    from medsg_lib import cam
+    from medsg_lib.models.classifier import build_classifier
+
+    torch.manual_seed(0)
+    model = build_classifier().eval()
+    lung = np.zeros((3, 64, 64), bool)
+    lung[:, 16:48, 8:28] = True
+    inputs = {"real": cam.CamInputs(torch.rand(3, 1, 64, 64) * 2 - 1, np.array([0, 1, 2]), lung, lung.copy())}
+    table, maps = cam.cam_study(model, inputs, layers=("layer3",))
+    assert set(table["source"]) == {"real", "baseline: centred Gaussian (real)"}
+    assert maps[("layer3", "real")].shape == (3, 64, 64)
+    gauss = table[(table["source"] == "baseline: centred Gaussian (real)") & (table["class"] == "all")].iloc[
+        0
+    ]
+    expected = np.mean([cam.energy_inside(cam.gaussian_baseline(64, 64), m) for m in lung])
+    assert gauss["lung_energy_share"] == pytest.approx(expected, abs=1e-12)
+    assert gauss["lung_area_fraction"] == pytest.approx(lung.mean())
+
+
+def test_utility_experiment_trains_three_classifiers(smoke, tmp_path):
+    from medsg_lib.data import build_dataset
+    from medsg_lib.utility import generated_dataset, utility_experiment
+
+    for k, slug in enumerate(("covid", "non_covid", "normal")):
+        for i in range(2):
+            _png(tmp_path / "gen" / slug / f"{k}{i:05d}.png", 60 * k + 10 * i)
+    synthetic = generated_dataset(tmp_path / "gen", 32)
+    assert synthetic.labels.tolist() == [0, 0, 1, 1, 2, 2]
+    data = smoke.data
+    real = build_dataset(data, "train", smoke.phantoms, train=False, progress=False)
+    test = build_dataset(data, "test", smoke.phantoms, train=False, progress=False)
+    cfg = replace(smoke.classifier, epochs=1)
+    table = utility_experiment(cfg, real, synthetic, test, tmp_path / "runs", progress=False)
+    assert table[["training_data", "n_train", "n_test"]].values.tolist() == [
+        ["real", 24, 12],
+        ["synthetic", 6, 12],
+        ["real+synthetic", 30, 12],
+    ]
+    assert table["accuracy"].between(0, 1).all()
+    with pytest.raises(FileNotFoundError, match=r"no generated images under .*: run notebook 03"):
+        generated_dataset(tmp_path / "nothing", 32)
