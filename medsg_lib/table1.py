@@ -1,0 +1,238 @@
+"""Table 1 of the paper, regenerated from metric records (``medsg_lib.evaluate``) next to the paper's numbers.
+
+Rows: the paper's nine rows in its order (``PAPER_TABLE1``), then ours that the paper lacks, when records exist:
+GAN and DCGAN per class (a fair per-class comparison: the paper compares their whole generated set with the
+whole real set) and the "real train vs real test" floor per class. Records of any other (model, class) follow
+at the end, so nothing measured is dropped.
+
+Columns: the paper's FID and LPIPS, then ours, each cell a string: FID (pytorch-fid, with its 95% bootstrap
+interval when computed), FID (paper protocol), KID x 1e3 (pytorch-fid features, mean +- std over subsets),
+Fréchet distance and KID x 1e3 in the classifier's features, precision and recall (classifier features),
+LPIPS, and the sample sizes. When a (model, class, metric, protocol) was recorded several times the LAST record
+wins (records are appended in time order). Cells: ``"missing weights (<file>)"`` when the pretrained file was
+absent, ``"not run"`` when no record exists, ``"—"`` for what does not apply (literature rows, a value the
+paper does not report).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import pandas as pd
+
+from medsg_lib.config import CLASS_NAMES
+from medsg_lib.evaluate import REAL_BASELINE_MODEL
+from medsg_lib.report import write_table
+
+DASH = "—"
+NOT_RUN = "not run"
+ALL = "all"
+MISSING_PREFIX = "missing weights: "
+TABLE1_NOTES = """\
+Notes. FID lower is better, LPIPS higher is better. "FID paper" and "LPIPS paper" are copied from the paper
+(literature LPIPS rows are quoted there, not rerun). Our FID (pytorch-fid) is the standard TF-Inception FID; "FID
+paper protocol" uses torchvision's ImageNet InceptionV3 as the authors' code (for Med-StyleGAN2 the mean over
+the two source classes, as the authors). References are the TRAINING images of the class ("all" for GAN/DCGAN
+rows, as in the paper). FID is biased upwards at small n: compare rows at similar n_fake and against the real
+train vs real test floor. KID is x 1e3. Med-StyleGAN2 LPIPS: mean over pairs of outputs of one source image;
+GAN/DCGAN LPIPS: random pairs of samples. "missing weights (file)": the pretrained file was not available
+offline.
+"""
+
+
+class PaperRow(NamedTuple):
+    """One row of the paper's Table 1; None where the paper prints "-"."""
+
+    model: str
+    fid: float | None
+    lpips: float | None
+    source: str  # "paper" | "literature"
+
+
+PAPER_TABLE1: tuple[PaperRow, ...] = (
+    PaperRow("GAN", 2446.535, None, "paper"),
+    PaperRow("DCGAN", 153.014, None, "paper"),
+    PaperRow("CycleGAN (literature)", None, 0.099, "literature"),
+    PaperRow("Med-StyleGAN2 (Normal)", 55.796, 0.199, "paper"),
+    PaperRow("StarGAN (literature)", None, 0.212, "literature"),
+    PaperRow("Med-StyleGAN2 (COVID-19)", 62.599, 0.222, "paper"),
+    PaperRow("Med-StyleGAN2 (Non-COVID)", 81.230, 0.239, "paper"),
+    PaperRow("RSGAN (literature)", None, 0.315, "literature"),
+    PaperRow("SDGAN (literature)", None, 0.514, "literature"),
+)
+# paper row -> the (model, class) of our records that reproduce it
+PAPER_ROW_KEYS: dict[str, tuple[str, str]] = {
+    "GAN": ("gan", ALL),
+    "DCGAN": ("dcgan", ALL),
+    **{f"Med-StyleGAN2 ({c})": ("medsg", c) for c in CLASS_NAMES},
+}
+SOURCE_LABELS: dict[str, str] = {"paper": "paper", "literature": "literature, quoted", "ours": "ours"}
+MODEL_LABELS: dict[str, str] = {
+    "gan": "GAN",
+    "dcgan": "DCGAN",
+    "medsg": "Med-StyleGAN2",
+    REAL_BASELINE_MODEL: "Real train vs real test",
+}
+
+
+def extra_rows() -> list[tuple[str, tuple[str, str]]]:
+    """(label, (model, class)) of our rows after the paper's: GAN and DCGAN per class, then the real floor."""
+    rows = [(f"{MODEL_LABELS[m]} ({c})", (m, c)) for m in ("gan", "dcgan") for c in CLASS_NAMES]
+    rows += [
+        (f"{MODEL_LABELS[REAL_BASELINE_MODEL]} ({c})", (REAL_BASELINE_MODEL, c)) for c in (*CLASS_NAMES, ALL)
+    ]
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Cells
+
+
+def fmt_number(value: float | None, digits: int = 3, scale: float = 1.0) -> str:
+    """``value * scale`` with ``digits`` decimals, or "—" for None."""
+    return DASH if value is None else f"{value * scale:.{digits}f}"
+
+
+def fmt_value_ci(rec: dict[str, Any]) -> str:
+    """``"55.796 [50.120, 61.002]"`` (value and 95% interval) or ``"55.796"`` without an interval."""
+    text = fmt_number(rec["value"])
+    if rec.get("ci_low") is not None and rec.get("ci_high") is not None:
+        text += f" [{fmt_number(rec['ci_low'])}, {fmt_number(rec['ci_high'])}]"
+    return text
+
+
+def fmt_kid(rec: dict[str, Any]) -> str:
+    """KID x 1e3 with its std over subsets: ``"1.234 ± 0.567"``."""
+    text = fmt_number(rec["value"], scale=1e3)
+    return text if rec.get("std") is None else f"{text} ± {fmt_number(rec['std'], scale=1e3)}"
+
+
+def fmt_plain(rec: dict[str, Any]) -> str:
+    return fmt_number(rec["value"])
+
+
+def cell(rec: dict[str, Any] | None, fmt: Callable[[dict[str, Any]], str]) -> str:
+    """The text of one of our cells: "not run", "missing weights (<file>)", another status, or ``fmt(rec)``."""
+    if rec is None:
+        return NOT_RUN
+    status = rec.get("status") or "ok"
+    if status.startswith(MISSING_PREFIX):
+        return f"missing weights ({status[len(MISSING_PREFIX) :]})"
+    if rec.get("value") is None:
+        return status
+    return fmt(rec)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Records -> rows
+
+
+RecordKey = tuple[str, str, str, str]  # (model, class, metric, protocol)
+
+
+def index_records(records: Sequence[dict[str, Any]]) -> dict[RecordKey, dict[str, Any]]:
+    """The last record of each (model, class, metric, protocol)."""
+    return {(r["model"], r["class"], r["metric"], r["protocol"]): r for r in records}
+
+
+def _lpips_record(index: dict[RecordKey, dict[str, Any]], model: str, cls: str) -> dict[str, Any] | None:
+    found = [r for (m, c, metric, _), r in index.items() if (m, c, metric) == (model, cls, "lpips")]
+    return found[-1] if found else None
+
+
+def _columns(feature_name: str) -> list[tuple[str, str, str, Callable[[dict[str, Any]], str]]]:
+    """(column, metric, protocol, formatter) of our metric columns."""
+    domain = f"domain:{feature_name}"
+    return [
+        ("FID (pytorch-fid) [95% CI]", "fid", "pytorch-fid", fmt_value_ci),
+        ("FID (paper protocol)", "fid", "paper", fmt_value_ci),
+        ("KID x1e3 (pytorch-fid)", "kid", "pytorch-fid", fmt_kid),
+        (f"FD ({feature_name}) [95% CI]", f"fd_{feature_name}", domain, fmt_value_ci),
+        (f"KID x1e3 ({feature_name})", f"kid_{feature_name}", domain, fmt_kid),
+        (f"precision ({feature_name})", "precision", domain, fmt_plain),
+        (f"recall ({feature_name})", "recall", domain, fmt_plain),
+    ]
+
+
+def _sample_sizes(
+    index: dict[RecordKey, dict[str, Any]], model: str, cls: str, feature_name: str
+) -> tuple[str, str]:
+    """n_real, n_fake of the first Fréchet record found (pytorch-fid, paper, then domain features)."""
+    for metric, protocol in (
+        ("fid", "pytorch-fid"),
+        ("fid", "paper"),
+        (f"fd_{feature_name}", f"domain:{feature_name}"),
+    ):
+        rec = index.get((model, cls, metric, protocol))
+        if rec is not None and rec.get("n_real") is not None:
+            return str(rec["n_real"]), str(rec["n_fake"])
+    return NOT_RUN, NOT_RUN
+
+
+def our_cells(
+    index: dict[RecordKey, dict[str, Any]], key: tuple[str, str] | None, feature_name: str
+) -> dict[str, str]:
+    """Our columns of one row; ``key=None`` (a literature row) gives "—" everywhere."""
+    columns = [name for name, *_ in _columns(feature_name)] + ["LPIPS (ours)", "n_real", "n_fake"]
+    if key is None:
+        return dict.fromkeys(columns, DASH)
+    model, cls = key
+    cells = {
+        name: cell(index.get((model, cls, metric, protocol)), fmt)
+        for name, metric, protocol, fmt in _columns(feature_name)
+    }
+    cells["LPIPS (ours)"] = (
+        DASH if model == REAL_BASELINE_MODEL else cell(_lpips_record(index, model, cls), fmt_plain)
+    )
+    cells["n_real"], cells["n_fake"] = _sample_sizes(index, model, cls, feature_name)
+    return cells
+
+
+def build_table1(records: Sequence[dict[str, Any]], feature_name: str = "classifier") -> pd.DataFrame:
+    """Table 1 as strings: the paper's rows (its numbers, and ours where we reproduce them), then our extra rows
+    that have records, then rows of any other (model, class) in ``records``.
+
+    Columns: ``model``, ``source``, ``FID paper``, ``LPIPS paper``, our metric columns (see the module docstring),
+    ``LPIPS (ours)``, ``n_real``, ``n_fake``. ``feature_name`` names the domain metrics (``fd_<name>``).
+    """
+    index = index_records(records)
+    rows = []
+    for paper in PAPER_TABLE1:
+        key = PAPER_ROW_KEYS.get(paper.model)
+        rows.append(
+            {
+                "model": paper.model,
+                "source": SOURCE_LABELS[paper.source],
+                "FID paper": fmt_number(paper.fid),
+                "LPIPS paper": fmt_number(paper.lpips),
+                **our_cells(index, key, feature_name),
+            }
+        )
+    present = {(m, c) for m, c, _, _ in index}
+    covered = set(PAPER_ROW_KEYS.values())
+    extras = [(label, key) for label, key in extra_rows() if key in present]
+    covered |= {key for _, key in extra_rows()}
+    extras += [(f"{MODEL_LABELS.get(m, m)} ({c})", (m, c)) for m, c in sorted(present - covered)]
+    for label, key in extras:
+        rows.append(
+            {
+                "model": label,
+                "source": SOURCE_LABELS["ours"],
+                "FID paper": DASH,
+                "LPIPS paper": DASH,
+                **our_cells(index, key, feature_name),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def write_table1(df: pd.DataFrame, results_dir: Path) -> list[Path]:
+    """Write ``results_dir/table1.csv``, ``table1.md`` (with :data:`TABLE1_NOTES` below the table) and
+    ``table1.tex`` (``df.to_latex``); returns the three paths."""
+    paths = write_table(df, Path(results_dir) / "table1", formats=("csv", "md", "tex"))
+    md = next(p for p in paths if p.suffix == ".md")
+    with md.open("a", encoding="utf-8") as f:
+        f.write("\n" + TABLE1_NOTES)
+    return paths

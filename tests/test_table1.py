@@ -1,0 +1,152 @@
+"""Table 1 from hand-written records: the paper's numbers and order, our values, missing weights, sample sizes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from medsg_lib.table1 import PAPER_TABLE1, build_table1, write_table1
+
+PAPER_ORDER = [
+    "GAN",
+    "DCGAN",
+    "CycleGAN (literature)",
+    "Med-StyleGAN2 (Normal)",
+    "StarGAN (literature)",
+    "Med-StyleGAN2 (COVID-19)",
+    "Med-StyleGAN2 (Non-COVID)",
+    "RSGAN (literature)",
+    "SDGAN (literature)",
+]
+PAPER_FID = ["2446.535", "153.014", "—", "55.796", "—", "62.599", "81.230", "—", "—"]
+PAPER_LPIPS = ["—", "—", "0.099", "0.199", "0.212", "0.222", "0.239", "0.315", "0.514"]
+
+
+def rec(
+    model: str, cls: str, metric: str, protocol: str, value: float | None, **extra: Any
+) -> dict[str, Any]:
+    return {
+        "metric": metric,
+        "protocol": protocol,
+        "feature_net": "net",
+        "weights": "w",
+        "class": cls,
+        "model": model,
+        "checkpoint": "ckpt",
+        "n_real": 120,
+        "n_fake": 160,
+        "seed": 0,
+        "value": value,
+        "status": "ok",
+        **extra,
+    }
+
+
+def missing(model: str, cls: str, metric: str, protocol: str, file_name: str) -> dict[str, Any]:
+    return rec(model, cls, metric, protocol, None, status=f"missing weights: {file_name}")
+
+
+@pytest.fixture
+def records() -> list[dict[str, Any]]:
+    return [
+        rec("medsg", "Normal", "fid", "pytorch-fid", 70.0),  # superseded by the later record below
+        rec("medsg", "Normal", "fid", "pytorch-fid", 61.23456, ci_low=58.1, ci_high=65.0),
+        missing("medsg", "Normal", "fid", "paper", "inception_v3_google-0cc3c7bd.pth"),
+        missing("medsg", "Normal", "kid", "paper", "inception_v3_google-0cc3c7bd.pth"),
+        rec("medsg", "Normal", "kid", "pytorch-fid", 0.0123, std=0.0004),
+        rec("medsg", "Normal", "fd_classifier", "domain:classifier", 1.5),
+        rec("medsg", "Normal", "kid_classifier", "domain:classifier", 0.002, std=0.001),
+        rec("medsg", "Normal", "precision", "domain:classifier", 0.75),
+        rec("medsg", "Normal", "recall", "domain:classifier", 0.5),
+        rec("medsg", "Normal", "lpips", "lpips-alex-v0.1: groups", 0.21, n_real=0),
+        missing("gan", "all", "fid", "pytorch-fid", "pt_inception-2015-12-05-6726825d.pth"),
+        missing("gan", "all", "lpips", "lpips-alex-v0.1: pairs", "alexnet-owt-7be5be79.pth"),
+        rec("dcgan", "COVID-19", "fd_classifier", "domain:classifier", 3.0, n_real=40, n_fake=50),
+        rec(
+            "real (train vs test)",
+            "Normal",
+            "fd_classifier",
+            "domain:classifier",
+            0.25,
+            n_real=200,
+            n_fake=32,
+        ),
+        rec("medsg", "all", "fd_classifier", "domain:classifier", 9.0),  # a combination Table 1 does not name
+    ]
+
+
+def row(df: pd.DataFrame, model: str) -> pd.Series:
+    (index,) = df.index[df["model"] == model]
+    return df.loc[index]
+
+
+def test_paper_rows_values_and_order(records: list[dict[str, Any]]) -> None:
+    df = build_table1(records)
+    assert list(df["model"][:9]) == PAPER_ORDER
+    assert list(df["FID paper"][:9]) == PAPER_FID
+    assert list(df["LPIPS paper"][:9]) == PAPER_LPIPS
+    assert [r.model for r in PAPER_TABLE1] == PAPER_ORDER
+    assert list(df["source"][:9]) == [
+        "paper",
+        "paper",
+        "literature, quoted",
+        "paper",
+        "literature, quoted",
+    ] + [
+        "paper",
+        "paper",
+        "literature, quoted",
+        "literature, quoted",
+    ]
+
+
+def test_our_values_missing_weights_and_sample_sizes(records: list[dict[str, Any]]) -> None:
+    df = build_table1(records)
+    normal = row(df, "Med-StyleGAN2 (Normal)")
+    assert normal["FID (pytorch-fid) [95% CI]"] == "61.235 [58.100, 65.000]"  # the last record wins
+    assert normal["FID (paper protocol)"] == "missing weights (inception_v3_google-0cc3c7bd.pth)"
+    assert normal["KID x1e3 (pytorch-fid)"] == "12.300 ± 0.400"
+    assert normal["FD (classifier) [95% CI]"] == "1.500"
+    assert normal["KID x1e3 (classifier)"] == "2.000 ± 1.000"
+    assert (normal["precision (classifier)"], normal["recall (classifier)"]) == ("0.750", "0.500")
+    assert normal["LPIPS (ours)"] == "0.210"
+    assert (normal["n_real"], normal["n_fake"]) == ("120", "160")
+    gan = row(df, "GAN")
+    assert gan["FID (pytorch-fid) [95% CI]"] == "missing weights (pt_inception-2015-12-05-6726825d.pth)"
+    assert gan["LPIPS (ours)"] == "missing weights (alexnet-owt-7be5be79.pth)"
+    assert gan["FD (classifier) [95% CI]"] == "not run"
+    assert row(df, "Med-StyleGAN2 (COVID-19)")["FID (pytorch-fid) [95% CI]"] == "not run"
+    literature = row(df, "StarGAN (literature)")
+    assert set(literature.drop(["model", "source", "FID paper", "LPIPS paper"])) == {"—"}
+
+
+def test_extra_rows_only_with_records(records: list[dict[str, Any]]) -> None:
+    df = build_table1(records)
+    assert list(df["model"][9:]) == [
+        "DCGAN (COVID-19)",
+        "Real train vs real test (Normal)",
+        "Med-StyleGAN2 (all)",
+    ]
+    assert set(df["source"][9:]) == {"ours"}
+    dcgan = row(df, "DCGAN (COVID-19)")
+    assert (dcgan["FID paper"], dcgan["FD (classifier) [95% CI]"]) == ("—", "3.000")
+    assert (dcgan["n_real"], dcgan["n_fake"]) == ("40", "50")
+    floor = row(df, "Real train vs real test (Normal)")
+    assert (floor["n_real"], floor["n_fake"], floor["LPIPS (ours)"]) == ("200", "32", "—")
+    assert len(build_table1([])) == 9
+    assert (build_table1([]).map(lambda v: isinstance(v, str))).all().all()  # strings, no NaN
+
+
+def test_write_table1(records: list[dict[str, Any]], tmp_path: Path) -> None:
+    paths = write_table1(build_table1(records), tmp_path / "results")
+    assert sorted(p.name for p in paths) == ["table1.csv", "table1.md", "table1.tex"]
+    back = pd.read_csv(tmp_path / "results" / "table1.csv", dtype=str, keep_default_na=False)
+    assert list(back["FID paper"][:9]) == PAPER_FID
+    md = (tmp_path / "results" / "table1.md").read_text()
+    assert "| Med-StyleGAN2 (Normal)" in md and "missing weights (inception_v3_google-0cc3c7bd.pth)" in md
+    assert "Notes." in md
+    tex = (tmp_path / "results" / "table1.tex").read_text()
+    assert "\\begin{tabular}" in tex and "2446.535" in tex and "95\\% CI" in tex
