@@ -844,3 +844,75 @@ def real_vs_real_baseline(
     if feature_fn is not None:
         records += _domain_records(comparison, train, test, metrics_cfg, options)
     return records
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Every generated set of a profile (notebook 04)
+
+
+def plan_targets(generated_root: Path) -> list[EvalTarget]:
+    """One :class:`EvalTarget` per generated set under ``generated_root`` (folders written by
+    :func:`medsg_lib.generate.generate`, each with a ``config.json``): Med-StyleGAN2 per class, baselines
+    trained on one class (``<model>_<slug>/<slug>``) and baselines trained on the whole set (``<model>/all``,
+    compared with the whole real set, as the paper's GAN and DCGAN rows). Sorted by run name, then class."""
+    from medsg_lib.config import CLASS_SLUGS
+
+    targets = []
+    for run in sorted(p for p in Path(generated_root).iterdir() if (p / "config.json").is_file()):
+        info = json.loads((run / "config.json").read_text(encoding="utf-8"))
+        model, trained_on = info["train"]["model"], info["train"]["target_class"]
+        classes = CLASS_NAMES if model == "medsg" else (trained_on,)
+        for name in classes:
+            slug = "all" if name == "all" else CLASS_SLUGS[CLASS_NAMES.index(name)]
+            if any((run / slug).glob("*.png")):
+                targets.append(
+                    EvalTarget(model, name, run / slug, info.get("checkpoint_sha256", info["checkpoint"]))
+                )
+    return targets
+
+
+def domain_feature_fn(model: nn.Module, img_size: int) -> Callable[[Tensor], Tensor]:
+    """Penultimate features of the project's classifier, every input resized (bilinear, anti-aliased) to the
+    classifier's ``img_size`` first, so that sets of different sizes meet in one feature space."""
+    from medsg_lib.models.classifier import classifier_features
+
+    def features(x: Tensor) -> Tensor:  # (B, C, H, W) in [-1, 1] -> (B, 512)
+        if x.shape[-1] != img_size or x.shape[-2] != img_size:
+            x = torch.nn.functional.interpolate(x, size=(img_size, img_size), mode="bilinear", antialias=True)
+        return classifier_features(model, x)
+
+    return features
+
+
+def evaluate_generated(
+    generated_root: Path,
+    data_cfg: DataConfig,
+    metrics_cfg: MetricsConfig,
+    records_path: Path,
+    *,
+    phantoms: PhantomConfig | None = None,
+    feature_fn: Callable[[Tensor], Tensor] | None = None,
+    feature_weights: str | None = None,
+    device: str = "cpu",
+    fresh: bool = True,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Evaluate every set of :func:`plan_targets` and the real train-vs-test floor of each class; append all
+    records to ``records_path`` (emptied first when ``fresh``) and return them."""
+    from tqdm.auto import tqdm
+
+    records_path = Path(records_path)
+    if fresh:
+        records_path.unlink(missing_ok=True)
+    targets = plan_targets(generated_root)
+    if not targets:
+        raise FileNotFoundError(
+            f"no generated images under {generated_root}: run notebook 03 (generation) first"
+        )
+    kwargs = dict(phantoms=phantoms, feature_fn=feature_fn, feature_weights=feature_weights, device=device)
+    records: list[dict[str, Any]] = []
+    for target in tqdm(targets, desc="evaluate", unit="set", disable=not progress):
+        records += evaluate_target(target, data_cfg, metrics_cfg, records_path, **kwargs)
+    for name in CLASS_NAMES:
+        records += real_vs_real_baseline(name, data_cfg, metrics_cfg, records_path, **kwargs)
+    return records
