@@ -168,3 +168,36 @@ def test_utility_experiment_trains_three_classifiers(smoke, tmp_path):
     assert table["accuracy"].between(0, 1).all()
     with pytest.raises(FileNotFoundError, match=r"no generated images under .*: run notebook 03"):
         generated_dataset(tmp_path / "nothing", 32)
+
+
+def test_plan_targets_covers_medsg_classes_and_baselines(tmp_path):
+    import json
+
+    from medsg_lib.evaluate import plan_targets
+
+    def run(name, model, target, slugs):
+        info = {
+            "train": {"model": model, "target_class": target},
+            "checkpoint": f"{name}.pt",
+            "checkpoint_sha256": name,
+        }
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(json.dumps(info))
+        for slug in slugs:
+            _png(tmp_path / name / slug / "000000.png", 1)
+
+    run("medsg", "medsg", "all", ["covid", "non_covid", "normal"])
+    run("dcgan", "dcgan", "all", ["all"])
+    run("gan_normal", "gan", "Normal", ["normal"])
+    run("gan_covid", "gan", "COVID-19", [])  # trained, nothing generated: skipped
+    (tmp_path / "stray").mkdir()  # no config.json: not a generated set
+    got = [
+        (t.model, t.target_class, t.fake_dir.relative_to(tmp_path).as_posix()) for t in plan_targets(tmp_path)
+    ]
+    assert got == [
+        ("dcgan", "all", "dcgan/all"),
+        ("gan", "Normal", "gan_normal/normal"),
+        ("medsg", "COVID-19", "medsg/covid"),
+        ("medsg", "Non-COVID", "medsg/non_covid"),
+        ("medsg", "Normal", "medsg/normal"),
+    ]
