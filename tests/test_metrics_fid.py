@@ -206,8 +206,10 @@ def test_pool3_statistics_equal_pytorch_fid_save_stats(
         f"max |sigma - ref| {np.abs(stats.cov - sigma_ref).max():.3g}, "
         f"max |sigma| {np.abs(sigma_ref).max():.3g}"
     )
-    np.testing.assert_allclose(stats.mean, mu_ref, rtol=0, atol=1e-9)
-    np.testing.assert_allclose(stats.cov, sigma_ref, rtol=0, atol=1e-9)
+    # float32 features: the subprocess may run convolutions with another thread count (the test session uses
+    # one thread, see tests that call torch.set_num_threads), which reorders float32 sums (seen: 5e-7).
+    np.testing.assert_allclose(stats.mean, mu_ref, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(stats.cov, sigma_ref, rtol=0, atol=1e-5)
     # the generator path: the tensor the gray PNGs were written from gives the same features as the files
     from_tensor = extract_features(extractor, x_gray[:2], batch_size=2)
     np.testing.assert_array_equal(from_tensor, extract_features(extractor, sorted(dir_a.glob("*.png"))[:2]))
