@@ -97,6 +97,35 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_metrics(args: argparse.Namespace) -> int:
+    import json
+
+    from medsg_lib.bench import RANDOM_WEIGHTS_NOTE, bench_metrics, bench_table1
+
+    results = []
+    for n in args.n:
+        work_dir = Path(args.work_dir) / f"n{n}" if args.work_dir else None
+        results.append(
+            bench_metrics(n, args.img_size, args.batch_size, args.device, work_dir, dims=args.dims)
+        )
+    print(f"FID feature extraction, ours vs python -m pytorch_fid; weights {RANDOM_WEIGHTS_NOTE}")
+    print(f"{'n':>6} {'ours s':>8} {'pt-fid s':>9} {'ratio':>6} {'img/s':>7} {'peak MB':>8} {'|dFID|':>9}")
+    for r in results:
+        print(
+            f"{r['n']:>6} {r['seconds_ours']:>8.1f} {r['seconds_pytorch_fid']:>9.1f} {r['ratio']:>6.2f} "
+            f"{r['images_per_s_ours']:>7.1f} {r['peak_mb']:>8.0f} {r['abs_diff']:>9.2g}"
+        )
+    table1 = None
+    if args.table1_profile:
+        table1 = bench_table1(args.table1_profile, args.device)
+        if table1 is None:
+            print(f"table1: no generated images for profile {args.table1_profile!r}; skipped")
+        else:
+            print(f"table1 evaluation ({args.table1_profile}): {table1['seconds']:.1f} s")
+    print(json.dumps({"metrics": results, "table1": table1}, indent=2, default=str))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m medsg_lib", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -152,6 +181,19 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--steps", type=int, default=5)
     b.add_argument("--warmup", type=int, default=2)
     b.set_defaults(func=_cmd_bench)
+    b = bench.add_parser(
+        "metrics", help="FID images/s and time, ours vs python -m pytorch_fid (RANDOM weights)"
+    )
+    b.add_argument("--n", type=int, nargs="+", default=[100], help="images per folder, one run each")
+    b.add_argument("--img-size", type=int, default=64)
+    b.add_argument("--batch-size", type=int, default=50)
+    b.add_argument("--device", default="cpu")
+    b.add_argument("--dims", type=int, default=2048, choices=(64, 192, 768, 2048))
+    b.add_argument("--work-dir", default="", help="keep images, weights and logs here (default: temporary)")
+    b.add_argument(
+        "--table1-profile", default="", choices=("", *PROFILE_NAMES), help="also time evaluate_generated"
+    )
+    b.set_defaults(func=_cmd_bench_metrics)
     return parser
 
 
