@@ -22,8 +22,6 @@ from medsg_lib.cam import (
 )
 from medsg_lib.models.classifier import build_classifier, target_layer
 
-torch.set_num_threads(1)
-
 
 def brightness_model() -> nn.Sequential:
     """A CNN whose class-0 logit is the mean brightness: Grad-CAM for class 0 must light up bright pixels."""

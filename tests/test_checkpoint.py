@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import tiny_cfg
 from safetensors import safe_open
 from torch import nn
 
@@ -26,24 +27,6 @@ from medsg_lib.devices import DistInfo
 from medsg_lib.training import build_train_state, checkpoint_state, run_steps
 
 CPU = torch.device("cpu")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny models on a shared 2-core CPU: one thread is many times faster than two (no OpenMP waiting)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def tiny_cfg(model: str = "medsg", **kw) -> TrainConfig:
-    base = dict(
-        model=model, img_size=32, batch_size=4, iterations=4, base_width=8, max_width=32, mapping_hidden=32,
-        ngf=8, ndf=8, gan_hidden=64, ds_decay_iters=4, log_every=1, sample_every=2, ckpt_every=2,
-        device="cpu",
-    )  # fmt: skip
-    return TrainConfig(**{**base, **kw})
 
 
 def trained_state_dict(cfg: TrainConfig, steps: int = 1) -> dict:

@@ -38,8 +38,6 @@ from medsg_lib.models.classifier import (
     target_layer,
 )
 
-torch.set_num_threads(1)  # bit-exact determinism checks and fair sharing with other test processes
-
 
 @pytest.fixture
 def fake_imagenet(tmp_path: Path) -> tuple[Path, dict[str, torch.Tensor]]:

@@ -29,7 +29,6 @@ from medsg_lib.bench import SyntheticXrays
 from medsg_lib.config import DataConfig, TrainConfig
 from medsg_lib.training import train
 
-torch.set_num_threads(1)
 cfg = TrainConfig(
     model=sys.argv[1], img_size=32, batch_size=4, iterations=4, base_width=8, max_width=32, mapping_hidden=32,
     ngf=8, ndf=8, ds_decay_iters=4, log_every=1, sample_every=4, ckpt_every=2, device="cpu",

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_cfg
 from PIL import Image
 
 from medsg_lib import generate as gen_mod
@@ -33,23 +34,6 @@ from medsg_lib.training import build_train_state, checkpoint_state
 
 CPU = torch.device("cpu")
 COVID, NON_COVID, NORMAL = CLASS_NAMES
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny models on a shared 2-core CPU: one thread avoids OpenMP waiting
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def tiny_cfg(model: str = "medsg", **kw) -> TrainConfig:
-    base = dict(
-        model=model, img_size=32, batch_size=4, iterations=4, base_width=8, max_width=32, mapping_hidden=32,
-        ngf=8, ndf=8, gan_hidden=64, ds_decay_iters=4, device="cpu",
-    )  # fmt: skip
-    return TrainConfig(**{**base, **kw})
 
 
 def fake_records(per_class: int) -> list[XrayRecord]:

@@ -207,7 +207,7 @@ def test_pool3_statistics_equal_pytorch_fid_save_stats(
         f"max |sigma| {np.abs(sigma_ref).max():.3g}"
     )
     # float32 features: the subprocess may run convolutions with another thread count (the test session uses
-    # one thread, see tests that call torch.set_num_threads), which reorders float32 sums (seen: 5e-7).
+    # one thread, tests/conftest.py), which reorders float32 sums (seen: 5e-7).
     np.testing.assert_allclose(stats.mean, mu_ref, rtol=0, atol=1e-5)
     np.testing.assert_allclose(stats.cov, sigma_ref, rtol=0, atol=1e-5)
     # the generator path: the tensor the gray PNGs were written from gives the same features as the files

@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import tiny_cfg
 from PIL import Image
 
 from medsg_lib import losses
 from medsg_lib.bench import SyntheticXrays, bench_train
 from medsg_lib.checkpoint import load_checkpoint
-from medsg_lib.config import CLASS_NAMES, DataConfig, TrainConfig
+from medsg_lib.config import CLASS_NAMES, DataConfig
 from medsg_lib.devices import DistInfo, select_device
 from medsg_lib.training import (
     build_train_state,
@@ -25,24 +26,6 @@ from medsg_lib.training import (
 
 CPU = torch.device("cpu")
 DATA = DataConfig(img_size=32)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny models on a shared 2-core CPU: one thread is many times faster than two (no OpenMP waiting)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def tiny_cfg(model: str = "medsg", **kw) -> TrainConfig:
-    base = dict(
-        model=model, img_size=32, batch_size=4, iterations=4, base_width=8, max_width=32, mapping_hidden=32,
-        ngf=8, ndf=8, gan_hidden=64, ds_decay_iters=4, log_every=1, sample_every=2, ckpt_every=2,
-        device="cpu",
-    )  # fmt: skip
-    return TrainConfig(**{**base, **kw})
 
 
 def dataset() -> SyntheticXrays:
