@@ -16,7 +16,6 @@ metadata; :func:`load_nets_for_inference` rebuilds the networks from either file
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import re
 import zipfile
@@ -29,18 +28,12 @@ from safetensors.torch import save_file
 from torch import nn
 
 from medsg_lib.config import TrainConfig, from_jsonable
-from medsg_lib.models import build_models
+from medsg_lib.families import get_family
+from medsg_lib.files import CHECKPOINT_DIR, write_atomic
 
 CHECKPOINT_FORMAT = "medsg-ckpt-v1"
 EXPORT_FORMAT = "medsg-export-v1"
-CHECKPOINT_DIR = "checkpoints"
 _STEP_RE = re.compile(r"^step_(\d+)\.pt$")
-# the networks used for inference; Med-StyleGAN2's come from the EMA copies
-INFERENCE_NETS: dict[str, tuple[str, ...]] = {
-    "medsg": ("generator", "mapping_network", "style_encoder"),
-    "dcgan": ("generator",),
-    "gan": ("generator",),
-}
 
 
 class CheckpointError(RuntimeError):
@@ -52,31 +45,24 @@ def checkpoint_path(run_dir: Path, step: int) -> Path:
     return Path(run_dir) / CHECKPOINT_DIR / f"step_{step:07d}.pt"
 
 
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write ``state`` (plus ``"format"``) to ``path`` atomically (temporary file, fsync, ``os.replace``).
+def save_checkpoint(path: Path, state: dict[str, Any], *, fmt: str = CHECKPOINT_FORMAT) -> None:
+    """Write ``state`` with ``state["format"] = fmt`` to ``path`` atomically and fsynced
+    (:func:`medsg_lib.files.write_atomic`).
 
-    A crash while writing leaves the previous file (if any) intact and no partial ``path``; the temporary
-    file ``path.tmp.<pid>`` is removed on error. Parent folders are created.
+    A crash while writing leaves the previous file (if any) intact and no partial ``path``. Parent folders are
+    created. ``fmt`` names the layout (training runs: ``medsg-ckpt-v1``; the classifier has its own).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp.{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save({**state, "format": CHECKPOINT_FORMAT}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomic(Path(path), lambda f: torch.save({**state, "format": fmt}, f), fsync=True)
 
 
-def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load_checkpoint(
+    path: Path, map_location: str | torch.device = "cpu", *, fmt: str = CHECKPOINT_FORMAT
+) -> dict[str, Any]:
     """Read a checkpoint written by :func:`save_checkpoint` with ``torch.load(weights_only=True)``.
 
     Raises:
         CheckpointError: the file holds pickled Python objects (a saved ``nn.Module``, any class), which is
-            refused for safety; or it is unreadable; or it is not a ``medsg-ckpt-v1`` checkpoint.
+            refused for safety; or it is unreadable; or its ``format`` is not ``fmt``.
     """
     path = Path(path)
     try:
@@ -89,11 +75,9 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         ) from err
     except (RuntimeError, EOFError, zipfile.BadZipFile) as err:
         raise CheckpointError(f"{path} could not be read as a torch checkpoint (truncated?): {err}") from err
-    fmt = state.get("format") if isinstance(state, dict) else None
-    if fmt != CHECKPOINT_FORMAT:
-        raise CheckpointError(
-            f"{path} is not a medsg checkpoint: format {fmt!r}, expected {CHECKPOINT_FORMAT!r}"
-        )
+    found = state.get("format") if isinstance(state, dict) else None
+    if found != fmt:
+        raise CheckpointError(f"{path} is not a {fmt} checkpoint: format {found!r}, expected {fmt!r}")
     return state
 
 
@@ -116,10 +100,12 @@ def train_config_of(state: dict[str, Any]) -> TrainConfig:
 
 
 def inference_state_dicts(state: dict[str, Any]) -> dict[str, dict[str, torch.Tensor]]:
-    """The inference networks' state_dicts of a checkpoint: EMA G/F/E (Med-StyleGAN2) or the generator."""
-    cfg = train_config_of(state)
-    source = state["ema"] if cfg.model == "medsg" else state["nets"]
-    return {name: source[name] for name in INFERENCE_NETS[cfg.model]}
+    """The state_dicts of the family's ``inference_nets``: the EMA copy of a network that has one."""
+    family = get_family(train_config_of(state).model)
+    return {
+        name: (state["ema"] if name in family.ema_nets else state["nets"])[name]
+        for name in family.inference_nets
+    }
 
 
 def export_generator(ckpt_path: Path, out_path: Path) -> Path:
@@ -131,7 +117,7 @@ def export_generator(ckpt_path: Path, out_path: Path) -> Path:
     (``ema``/``online``).
     """
     state = load_checkpoint(ckpt_path)
-    cfg = train_config_of(state)
+    family = get_family(train_config_of(state).model)
     tensors = {
         f"{net}.{key}": value.detach().contiguous()
         for net, sd in inference_state_dicts(state).items()
@@ -141,8 +127,8 @@ def export_generator(ckpt_path: Path, out_path: Path) -> Path:
         "format": EXPORT_FORMAT,
         "config": json.dumps(state["config"]),
         "step": str(state["step"]),
-        "nets": json.dumps(list(INFERENCE_NETS[cfg.model])),
-        "source": "ema" if cfg.model == "medsg" else "online",
+        "nets": json.dumps(list(family.inference_nets)),
+        "source": "ema" if set(family.inference_nets) & set(family.ema_nets) else "online",
     }
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -172,8 +158,8 @@ def load_nets_for_inference(
     ``device``.
 
     Returns:
-        ``({"generator", "mapping_network", "style_encoder"}, cfg)`` for Med-StyleGAN2 (the EMA weights), or
-        ``({"generator"}, cfg)`` for DCGAN / GAN.
+        ``({name: network} of the family's ``inference_nets``, cfg)``; Med-StyleGAN2: the EMA generator,
+        mapping network and style encoder; DCGAN / GAN: the generator.
     """
     path = Path(path)
     if path.suffix == ".safetensors":
@@ -182,9 +168,10 @@ def load_nets_for_inference(
         state = load_checkpoint(path)
         state_dicts, config = inference_state_dicts(state), state["config"]
     cfg = from_jsonable(TrainConfig, config["train"])
-    built = build_models(cfg)
+    family = get_family(cfg.model)
+    built = family.build(cfg)
     nets = {}
-    for name in INFERENCE_NETS[cfg.model]:
+    for name in family.inference_nets:
         net = built[name]
         net.load_state_dict(state_dicts[name])
         nets[name] = net.to(device).eval()
