@@ -8,7 +8,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from medsg_lib.config import PROFILE_NAMES, get_profile
+from medsg_lib.families import FAMILIES
+from medsg_lib.profiles import PROFILE_NAMES, get_profile
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
@@ -42,7 +43,8 @@ def _cmd_phantoms(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from medsg_lib.notebook import overrides, run_name
+    from medsg_lib.files import run_name
+    from medsg_lib.notebook import overrides
     from medsg_lib.paths import output_dirs
     from medsg_lib.training import train
 
@@ -88,9 +90,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     prof = get_profile(args.profile)
     cfg = replace(prof.train_config(args.model), img_size=args.img_size, batch_size=args.batch_size)
     if args.paper_widths:
-        cfg = replace(
-            cfg, base_width=None, max_width=512, mapping_hidden=512, ngf=64, ndf=64, gan_hidden=1024
-        )
+        cfg = replace(cfg, net=type(cfg.net)())  # a family config's defaults are the paper's
     cfg = replace(cfg, amp=args.amp, channels_last=args.channels_last, channels=args.channels)
     result = bench_train(cfg, args.device, steps=args.steps, warmup=args.warmup)
     print(json.dumps(result, indent=2, default=str))
@@ -143,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train one model (resumes from the run's latest checkpoint)")
     p.add_argument("--profile", default="cpu", choices=PROFILE_NAMES)
-    p.add_argument("--model", default="medsg", choices=("medsg", "dcgan", "gan"))
+    p.add_argument("--model", default="medsg", choices=tuple(FAMILIES))
     p.add_argument("--target-class", default="all", help="all, or one class for the baselines")
     p.add_argument("--iterations", type=int, default=0, help="0: the profile's")
     p.add_argument("--device", default="", help="auto | cpu | cuda | mps (empty: the profile's)")
@@ -167,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="benchmarks: bench train --model medsg --img-size 256 --batch-size 8")
     bench = p.add_subparsers(dest="what", required=True)
     b = bench.add_parser("train", help="images/s, s/iteration and peak memory of training steps")
-    b.add_argument("--model", default="medsg", choices=("medsg", "dcgan", "gan"))
+    b.add_argument("--model", default="medsg", choices=tuple(FAMILIES))
     b.add_argument(
         "--profile", default="paper", choices=PROFILE_NAMES, help="widths and settings to start from"
     )

@@ -9,23 +9,15 @@ An output folder holds::
     {class_slug}/{seed:06d}.png      8-bit grayscale (channels 1) or RGB (channels 3); slug "all" for a
                                      baseline trained on every class (its samples carry no label)
 
-What is generated (:func:`plan_items`):
-
-- Med-StyleGAN2 follows the StarGAN v2 evaluation protocol (``paper/PAPER.md``): for a target class ``t``
-  every VALIDATION image of each other class is translated to ``t`` ``num_latents_per_source`` times, each
-  with its own random latent (``mode="latent"``) or its own reference image of class ``t`` drawn from the
-  validation set (``mode="reference"``). Sources are taken round-robin over the source classes (each class in
-  a seeded random order), ``num_latents_per_source`` items per source, until ``num_per_class`` items; past one
-  full pass the cycle restarts with the next latent indices. ``num_per_class`` below the full protocol (number
-  of other-class validation images x latents) therefore keeps whole groups of outputs per source (for LPIPS)
-  and balanced source classes, and drops the remaining sources.
-- DCGAN / GAN draw ``num_per_class`` noise samples of the class the model was trained on (its
-  ``TrainConfig.target_class``; ``"all"`` gives unlabelled samples in the folder ``all``).
+What is generated (:func:`plan_items`) is the model family's plan (:mod:`medsg_lib.families`): Med-StyleGAN2
+translates every VALIDATION image of the other classes ``num_latents_per_source`` times (the StarGAN v2
+protocol, :mod:`medsg_lib.families.medsg`); DCGAN / GAN draw ``num_per_class`` noise samples of the class the
+model was trained on (``"all"`` gives unlabelled samples in the folder ``all``).
 
 Seeds: item ``i`` of class index ``c`` (0..2 for ``CLASS_NAMES``, 3 for ``"all"``) has seed
-``gen_cfg.seed * 10**6 + c * 10**5 + i``; ``num_per_class`` is therefore limited to 10**5. An item's
-randomness (its latent ``z``, its reference choice) comes only from ``torch.Generator().manual_seed(seed)``,
-so the same seed gives the same image whatever the batch size or the order of generation.
+``gen_cfg.seed * 10**6 + c * 10**5 + i`` (:func:`medsg_lib.manifest.item_seed`); ``num_per_class`` is
+therefore limited to 10**5. An item's randomness comes only from its seed, so the same seed gives the same
+image whatever the batch size or the order of generation.
 
 Resume: images already on disk are kept and counted, not regenerated (each PNG is written through a temporary
 file and ``os.replace``, so a file on disk is complete). ``config.json`` guards this: an output folder made
@@ -36,14 +28,8 @@ atomically every :data:`MANIFEST_EVERY_BATCHES` batches (rows of the images on d
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import itertools
-import json
-import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,102 +40,39 @@ from PIL import Image
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from medsg_lib.config import (
-    CLASS_NAMES,
-    CLASS_SLUGS,
-    DataConfig,
-    GenerateConfig,
-    PhantomConfig,
-    TrainConfig,
-    from_jsonable,
-    to_jsonable,
-)
+from medsg_lib.config import DataConfig, GenerateConfig, PhantomConfig, TrainConfig, to_jsonable
 from medsg_lib.data import XrayDataset, XrayRecord
-
-ALL_CLASSES = "all"  # target_class / folder of a baseline trained on every class
-SEED_RUN_STRIDE = 10**6  # seed = gen_cfg.seed * SEED_RUN_STRIDE + class_index * SEED_CLASS_STRIDE + item
-SEED_CLASS_STRIDE = 10**5  # hence at most 10**5 items per class
-MANIFEST_NAME = "manifest.csv"
-CONFIG_NAME = "config.json"
-MANIFEST_EVERY_BATCHES = 50
-MANIFEST_COLUMNS: tuple[str, ...] = (
-    "seed",
-    "class",
-    "file",
-    "model",
-    "checkpoint",
-    "checkpoint_sha256",
-    "source_image",
-    "source_class",
-    "mode",
-    "latent_index",
-    "reference_image",
+from medsg_lib.families import get_family
+from medsg_lib.families.base import eval_mode
+from medsg_lib.files import (
+    CONFIG_NAME,
+    MANIFEST_NAME,
+    class_slug,
+    file_sha256,
+    read_json,
+    write_atomic,
+    write_json_atomic,
 )
-_TEXT_COLUMNS = tuple(c for c in MANIFEST_COLUMNS if c not in ("seed", "latent_index"))
+from medsg_lib.manifest import (
+    GeneratedItem,
+    item_file,
+    item_seed,
+    manifest_rows,
+    read_manifest,
+    write_manifest,
+)
+from medsg_lib.training.rundir import run_train_config
+
+MANIFEST_EVERY_BATCHES = 50
 # fields that may differ when an output folder is resumed (they do not change any image)
 _RESUMABLE = {"generate": {"num_per_class", "batch_size"}, "data": {"cache_dir", "on_bad"}}
-
-
-@dataclass(frozen=True)
-class GeneratedItem:
-    """One planned image.
-
-    ``mode``: ``"latent"`` or ``"reference"`` (Med-StyleGAN2), ``"noise"`` (baselines). ``source_image`` /
-    ``source_class``: the translated validation image and its class (None for baselines). ``latent_index``:
-    which of the source's draws this is (0 .. ``num_latents_per_source - 1`` in the first pass; None for
-    baselines). ``reference_image``: the reference of class ``target_class`` (``mode="reference"`` only).
-    """
-
-    seed: int
-    target_class: str
-    source_image: str | None
-    source_class: str | None
-    mode: str
-    latent_index: int | None
-    reference_image: str | None = None
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Small pure helpers
 
 
-def class_index(target_class: str) -> int:
-    """Index of ``target_class`` in ``CLASS_NAMES``, or ``len(CLASS_NAMES)`` (3) for ``"all"``."""
-    if target_class == ALL_CLASSES:
-        return len(CLASS_NAMES)
-    if target_class not in CLASS_NAMES:
-        raise ValueError(f"unknown class {target_class!r}; choose one of {', '.join(map(repr, CLASS_NAMES))}")
-    return CLASS_NAMES.index(target_class)
-
-
-def class_slug(target_class: str) -> str:
-    """Folder name of a class: ``CLASS_SLUGS`` (``covid``, ``non_covid``, ``normal``) or ``all``."""
-    return ALL_CLASSES if target_class == ALL_CLASSES else CLASS_SLUGS[class_index(target_class)]
-
-
-def item_seed(gen_seed: int, target_class: str, item_index: int) -> int:
-    """``gen_seed * 10**6 + class_index * 10**5 + item_index`` (unique while ``item_index < 10**5``)."""
-    if gen_seed < 0:
-        raise ValueError(f"GenerateConfig.seed={gen_seed!r} must be >= 0")
-    if not 0 <= item_index < SEED_CLASS_STRIDE:
-        raise ValueError(
-            f"item index {item_index} is outside 0..{SEED_CLASS_STRIDE - 1}: seeds leave room for at most "
-            f"{SEED_CLASS_STRIDE} images per class; lower GenerateConfig.num_per_class"
-        )
-    return gen_seed * SEED_RUN_STRIDE + class_index(target_class) * SEED_CLASS_STRIDE + item_index
-
-
-def item_file(item: GeneratedItem) -> str:
-    """Path of an item's PNG relative to the output folder: ``{class_slug}/{seed:06d}.png``."""
-    return f"{class_slug(item.target_class)}/{item.seed:06d}.png"
-
-
-def item_latent(seed: int, dim: int) -> Tensor:
-    """The item's latent ``(dim,)`` ~ N(0, I), drawn from ``torch.Generator().manual_seed(seed)`` on CPU."""
-    return torch.randn(dim, generator=torch.Generator().manual_seed(seed))
-
-
-def to_uint8(x: Tensor) -> np.ndarray:
+def to_uint8_array(x: Tensor) -> np.ndarray:
     """Quantise ``x`` in [-1, 1] (any shape) to uint8 of the same shape: ``floor((x + 1) * 127.5 + 0.5)``.
 
     Values outside [-1, 1] are clipped; -1 -> 0, 0 -> 128, 1 -> 255 (round half up, as
@@ -165,103 +88,12 @@ def to_pil(x: Tensor) -> Image.Image:
     """One image ``(C, H, W)`` in [-1, 1], C = 1 or 3 -> PIL image of mode ``"L"`` or ``"RGB"``."""
     if x.ndim != 3 or x.shape[0] not in (1, 3):
         raise ValueError(f"an image must be (C, H, W) with C = 1 or 3, got shape {tuple(x.shape)}")
-    u8 = to_uint8(x).transpose(1, 2, 0)  # (H, W, C)
+    u8 = to_uint8_array(x).transpose(1, 2, 0)  # (H, W, C)
     return Image.fromarray(u8[..., 0], mode="L") if u8.shape[-1] == 1 else Image.fromarray(u8, mode="RGB")
-
-
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file, streamed (checkpoints can be large)."""
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Planning
-
-
-def check_target(train_cfg: TrainConfig, target_class: str) -> None:
-    """Raise ``ValueError`` unless the model of ``train_cfg`` can generate ``target_class``.
-
-    Med-StyleGAN2 generates any of ``CLASS_NAMES``; a baseline only the class it was trained on (its
-    ``TrainConfig.target_class``, possibly ``"all"``).
-    """
-    if train_cfg.model == "medsg":
-        if target_class not in CLASS_NAMES:
-            raise ValueError(
-                f"Med-StyleGAN2 translates to one of {', '.join(map(repr, CLASS_NAMES))}; "
-                f"got {target_class!r}"
-            )
-    elif target_class != train_cfg.target_class:
-        raise ValueError(
-            f"this {train_cfg.model} model was trained on target_class={train_cfg.target_class!r} and "
-            f"generates only that; got target_class={target_class!r}"
-        )
-
-
-def source_order(sources: Sequence[XrayRecord], target_class: str, seed: int) -> list[XrayRecord]:
-    """Records of every class other than ``target_class``, round-robin over those classes (canonical order).
-
-    Within a class the records are in a random order drawn from ``torch.Generator().manual_seed(seed * 3 +
-    label)``, so the order of a class does not depend on the target.
-    """
-    target_label = class_index(target_class)
-    per_class = []
-    for label in range(len(CLASS_NAMES)):
-        records = [r for r in sources if r.label == label]
-        if label == target_label or not records:
-            continue
-        gen = torch.Generator().manual_seed(seed * len(CLASS_NAMES) + label)
-        per_class.append([records[int(i)] for i in torch.randperm(len(records), generator=gen)])
-    interleaved = itertools.chain.from_iterable(itertools.zip_longest(*per_class))
-    return [r for r in interleaved if r is not None]
-
-
-def _reference_of(seed: int, references: Sequence[XrayRecord]) -> str:
-    """The reference image drawn for the item of ``seed`` (uniform over ``references``)."""
-    gen = torch.Generator().manual_seed(seed)
-    return str(references[int(torch.randint(len(references), (1,), generator=gen))].image_path)
-
-
-def _plan_translations(
-    gen_cfg: GenerateConfig, target_class: str, sources: Sequence[XrayRecord] | None
-) -> list[GeneratedItem]:
-    """Med-StyleGAN2 items (module docstring)."""
-    if sources is None:
-        raise ValueError(
-            "Med-StyleGAN2 translates source images: pass sources (the validation records, e.g. "
-            "build_dataset(data_cfg, 'val', phantoms, train=False).records)"
-        )
-    order = source_order(sources, target_class, gen_cfg.seed)
-    if not order:
-        raise ValueError(
-            f"no source image of a class other than {target_class!r} among the {len(sources)} records "
-            "given: the validation split needs images of the other classes"
-        )
-    references = [r for r in sources if r.label == class_index(target_class)]
-    if gen_cfg.mode == "reference" and not references:
-        raise ValueError(
-            f"mode='reference' needs validation images of the target class {target_class!r}; none among "
-            f"the {len(sources)} records given (use mode='latent')"
-        )
-    per_source = gen_cfg.num_latents_per_source
-    items = []
-    for i in range(gen_cfg.num_per_class):
-        cycle, rest = divmod(i, len(order) * per_source)
-        source_index, k = divmod(rest, per_source)
-        record = order[source_index]
-        seed = item_seed(gen_cfg.seed, target_class, i)
-        items.append(
-            GeneratedItem(
-                seed=seed,
-                target_class=target_class,
-                source_image=str(record.image_path),
-                source_class=CLASS_NAMES[record.label],
-                mode=gen_cfg.mode,
-                latent_index=cycle * per_source + k,
-                reference_image=_reference_of(seed, references) if gen_cfg.mode == "reference" else None,
-            )
-        )
-    return items
 
 
 def plan_items(
@@ -280,14 +112,10 @@ def plan_items(
         ValueError: a target the model cannot generate; no source (or, in reference mode, no reference)
         image; ``num_per_class > 10**5``.
     """
-    check_target(train_cfg, target_class)
+    family = get_family(train_cfg.model)
+    family.check_target(train_cfg, target_class)
     item_seed(gen_cfg.seed, target_class, gen_cfg.num_per_class - 1)  # checks the seed room before planning
-    if train_cfg.model == "medsg":
-        return _plan_translations(gen_cfg, target_class, sources)
-    return [
-        GeneratedItem(item_seed(gen_cfg.seed, target_class, i), target_class, None, None, "noise", None)
-        for i in range(gen_cfg.num_per_class)
-    ]
+    return family.plan_items(train_cfg, gen_cfg, target_class, sources if family.translates else None)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -317,49 +145,6 @@ class SourceImages(Mapping[str, Tensor]):
         return len(self.index)
 
 
-@contextmanager
-def _eval_mode(nets: Mapping[str, nn.Module]) -> Iterator[None]:
-    """Put ``nets`` in eval mode (BatchNorm running statistics), restoring each one's mode afterwards."""
-    modes = {name: net.training for name, net in nets.items()}
-    try:
-        for net in nets.values():
-            net.eval()
-        yield
-    finally:
-        for name, net in nets.items():
-            net.train(modes[name])
-
-
-def _stack(lookup: Mapping[str, Tensor] | None, paths: Sequence[str | None], device: torch.device) -> Tensor:
-    if lookup is None or any(p is None for p in paths):
-        raise ValueError("Med-StyleGAN2 items need source (and reference) images: pass dataset_lookup")
-    return torch.stack([lookup[p] for p in paths]).to(device)  # (B, C, H, W) in [-1, 1]
-
-
-def _translate(
-    nets: Mapping[str, nn.Module],
-    train_cfg: TrainConfig,
-    items: Sequence[GeneratedItem],
-    lookup: Mapping[str, Tensor] | None,
-    device: torch.device,
-) -> Tensor:
-    """Med-StyleGAN2: ``G(x_src, s_trg)`` with ``s_trg = F(z, y_trg)`` or ``E(x_ref, y_trg)``; unclamped."""
-    x_src = _stack(lookup, [it.source_image for it in items], device)  # (B, C, H, W) in [-1, 1]
-    y_trg = torch.tensor([class_index(it.target_class) for it in items], device=device)  # (B,)
-    s_trg = torch.empty(len(items), train_cfg.style_dim, device=device)  # (B, style_dim)
-    latent = [i for i, it in enumerate(items) if it.mode == "latent"]
-    reference = [i for i, it in enumerate(items) if it.mode == "reference"]
-    if len(latent) + len(reference) != len(items):
-        raise ValueError(f"Med-StyleGAN2 items have mode 'latent' or 'reference'; got {items[0].mode!r}")
-    if latent:
-        z_trg = torch.stack([item_latent(items[i].seed, train_cfg.latent_dim) for i in latent]).to(device)
-        s_trg[latent] = nets["mapping_network"](z_trg, y_trg[latent])
-    if reference:
-        x_ref = _stack(lookup, [items[i].reference_image for i in reference], device)
-        s_trg[reference] = nets["style_encoder"](x_ref, y_trg[reference])
-    return nets["generator"](x_src, s_trg)
-
-
 @torch.no_grad()
 def generate_batches(
     nets: Mapping[str, nn.Module],
@@ -383,15 +168,11 @@ def generate_batches(
     if batch_size <= 0:
         raise ValueError(f"batch_size={batch_size!r} must be > 0")
     device = torch.device(device)
-    with _eval_mode(nets):
+    family = get_family(train_cfg.model)
+    with eval_mode(nets):
         for start in range(0, len(items), batch_size):
             chunk = list(items[start : start + batch_size])
-            if train_cfg.model == "medsg":
-                x_fake = _translate(nets, train_cfg, chunk, dataset_lookup, device)
-            else:
-                z = torch.stack([item_latent(it.seed, train_cfg.nz) for it in chunk]).to(device)  # (B, nz)
-                x_fake = nets["generator"](z)
-            x_fake = x_fake.float()
+            x_fake = family.generate(nets, train_cfg, chunk, dataset_lookup, device).float()
             yield chunk, (x_fake.clamp(-1, 1) if clamp else x_fake)
 
 
@@ -400,105 +181,9 @@ def generate_batches(
 
 
 def write_png(x: Tensor, path: Path) -> None:
-    """Write one image ``(C, H, W)`` in [-1, 1] to ``path`` (8-bit PNG) through a temporary file."""
-    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    try:
-        to_pil(x).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def manifest_rows(items: Sequence[GeneratedItem], run: Mapping[str, str]) -> pd.DataFrame:
-    """Manifest rows of ``items``; ``run`` gives ``model``, ``checkpoint`` and ``checkpoint_sha256``."""
-    rows = [
-        {
-            "seed": it.seed,
-            "class": it.target_class,
-            "file": item_file(it),
-            **run,
-            "source_image": it.source_image,
-            "source_class": it.source_class,
-            "mode": it.mode,
-            "latent_index": it.latent_index,
-            "reference_image": it.reference_image,
-        }
-        for it in items
-    ]
-    return _typed(pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS)))
-
-
-def _typed(frame: pd.DataFrame) -> pd.DataFrame:
-    """Manifest dtypes: ``seed`` int64, ``latent_index`` nullable Int64, the others pandas strings."""
-    frame = frame.astype({"seed": "int64", "latent_index": "Int64"})
-    return frame.astype(dict.fromkeys(_TEXT_COLUMNS, "string"))
-
-
-def write_manifest(out_dir: Path, rows: pd.DataFrame) -> Path:
-    """Write ``rows`` to ``out_dir/manifest.csv`` atomically, sorted by class (canonical order) and seed."""
-    order = rows["class"].map(lambda c: class_index(c)).astype("int64")
-    rows = rows.assign(_order=order).sort_values(["_order", "seed"]).drop(columns="_order")
-    path = Path(out_dir) / MANIFEST_NAME
-    _write_text_atomic(path, rows.to_csv(index=False))
-    return path
-
-
-def read_manifest(out_dir: Path) -> pd.DataFrame:
-    """``out_dir/manifest.csv`` as a DataFrame with :data:`MANIFEST_COLUMNS` (``seed`` int64,
-    ``latent_index`` Int64, the others strings; empty cells are ``<NA>``).
-
-    Raises:
-        FileNotFoundError: no manifest (names the file and the fix). ValueError: columns missing.
-    """
-    path = Path(out_dir) / MANIFEST_NAME
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} does not exist: generate images into {out_dir} first (medsg_lib.generate.generate)"
-        )
-    # only empty cells are missing values (a file could be called "NA")
-    dtypes = {"seed": "int64", "latent_index": "Int64"}
-    frame = pd.read_csv(
-        path, dtype=dtypes, keep_default_na=False, na_values=dict.fromkeys(MANIFEST_COLUMNS, [""])
-    )
-    missing = [c for c in MANIFEST_COLUMNS if c not in frame.columns]
-    if missing:
-        raise ValueError(f"{path} lacks the column(s) {', '.join(missing)}; regenerate it with this version")
-    return _typed(frame[list(MANIFEST_COLUMNS)])
-
-
-def lpips_groups(out_dir: Path, target_class: str) -> Iterator[list[Path]]:
-    """Files of ``target_class`` grouped by source image (Med-StyleGAN2), for LPIPS diversity.
-
-    Yields one list of absolute paths per source image with at least two outputs (a pair is needed), in the
-    manifest's order of seeds.
-
-    Raises:
-        ValueError: the class is not in the manifest, or its images have no source (unconditional baselines:
-        use random pairs, :func:`medsg_lib.metrics.lpips_div.lpips_pairs`).
-    """
-    out_dir = Path(out_dir)
-    frame = read_manifest(out_dir)
-    rows = frame[frame["class"] == target_class]
-    if rows.empty:
-        present = ", ".join(map(repr, frame["class"].unique()))
-        raise ValueError(f"no images of class {target_class!r} in {out_dir / MANIFEST_NAME} (has {present})")
-    if rows["source_image"].isna().any():
-        raise ValueError(
-            f"images of class {target_class!r} in {out_dir} have no source image (an unconditional model); "
-            "measure their diversity over random pairs instead"
-        )
-    for _, group in rows.groupby("source_image", sort=False):
-        if len(group) >= 2:
-            yield [out_dir / f for f in group.sort_values("seed")["file"]]
+    """Write one image ``(C, H, W)`` in [-1, 1] to ``path`` (8-bit PNG), atomically."""
+    image = to_pil(x)
+    write_atomic(path, lambda f: image.save(f, format="PNG"))
 
 
 def _resume_key(info: Mapping[str, Any]) -> dict[str, Any]:
@@ -507,7 +192,7 @@ def _resume_key(info: Mapping[str, Any]) -> dict[str, Any]:
     for stage, skip in _RESUMABLE.items():
         key[stage] = {k: v for k, v in (info.get(stage) or {}).items() if k not in skip}
     key["phantoms"] = info.get("phantoms")
-    if (info.get("train") or {}).get("model") != "medsg":  # baselines read no data
+    if not get_family((info.get("train") or {}).get("model", "")).translates:  # noise models read no data
         del key["data"], key["phantoms"]
     return key
 
@@ -516,7 +201,7 @@ def _prepare_out_dir(out_dir: Path, info: dict[str, Any]) -> None:
     """Create ``out_dir`` and write ``config.json``; refuse an ``out_dir`` made by a different run."""
     path = out_dir / CONFIG_NAME
     if path.is_file():
-        old = json.loads(path.read_text(encoding="utf-8"))
+        old = read_json(path)
         before, after = _resume_key(old), _resume_key(info)
         if before != after:
             diffs = [k for k in after if before.get(k) != after[k]]
@@ -525,7 +210,7 @@ def _prepare_out_dir(out_dir: Path, info: dict[str, Any]) -> None:
                 "or choose another out_dir"
             )
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write_text_atomic(path, json.dumps(info, indent=2) + "\n")
+    write_json_atomic(path, info)
 
 
 def _check_no_foreign_files(out_dir: Path, target_class: str, items: Sequence[GeneratedItem]) -> None:
@@ -547,12 +232,13 @@ def _check_no_foreign_files(out_dir: Path, target_class: str, items: Sequence[Ge
 
 
 def resolve_targets(train_cfg: TrainConfig, target_classes: Sequence[str] | None) -> tuple[str, ...]:
-    """Targets to generate: ``target_classes`` (checked) or, by default, every class (Med-StyleGAN2) or the
-    baseline's own ``target_class``."""
+    """Targets to generate: ``target_classes`` (checked) or, by default, the family's ``targets`` (every class
+    for an image-to-image model; a noise model's own ``target_class``)."""
+    family = get_family(train_cfg.model)
     if target_classes is None:
-        return CLASS_NAMES if train_cfg.model == "medsg" else (train_cfg.target_class,)
+        return family.targets(train_cfg)
     for target in target_classes:
-        check_target(train_cfg, target)
+        family.check_target(train_cfg, target)
     return tuple(dict.fromkeys(target_classes))
 
 
@@ -621,7 +307,7 @@ def generate(
         "phantoms": to_jsonable(phantoms) if phantoms is not None else None,
     }
     lookup, sources = None, None
-    if train_cfg.model == "medsg":
+    if get_family(train_cfg.model).translates:
         dataset = _load_sources(train_cfg, data_cfg, phantoms, progress)
         lookup, sources = SourceImages(dataset), dataset.records
     plan = [it for t in targets for it in plan_items(train_cfg, gen_cfg, t, sources)]
@@ -660,14 +346,6 @@ def _kept_rows(out_dir: Path, targets: Sequence[str]) -> pd.DataFrame:
     return frame[~frame["class"].isin(list(targets))].reset_index(drop=True)
 
 
-def run_train_config(run_dir: Path) -> TrainConfig:
-    """The :class:`TrainConfig` a run directory was trained with (its ``config.json``)."""
-    path = Path(run_dir) / "config.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: {run_dir} is not a training run directory (train first)")
-    return from_jsonable(TrainConfig, json.loads(path.read_text(encoding="utf-8"))["train"])
-
-
 def generate_runs(
     runs_dir: Path,
     out_root: Path,
@@ -686,7 +364,7 @@ def generate_runs(
     from medsg_lib.checkpoint import latest_checkpoint
 
     rows = []
-    for run_dir in sorted(p for p in Path(runs_dir).iterdir() if (p / "config.json").is_file()):
+    for run_dir in sorted(p for p in Path(runs_dir).iterdir() if (p / CONFIG_NAME).is_file()):
         ckpt = latest_checkpoint(run_dir)
         if ckpt is None:
             continue
@@ -715,4 +393,17 @@ def generate_runs(
                     "checkpoint": ckpt.name,
                 }
             )
+    return pd.DataFrame(rows)
+
+
+def image_stats(out_root: Path) -> pd.DataFrame:
+    """Mean and standard deviation of the 8-bit pixel values of every generated set under ``out_root`` (one row
+    per run and class folder, sorted): a fingerprint of the images that survives the last bit of floating
+    point, for the regression cell of the generation notebook."""
+    rows = []
+    for folder in sorted(p for p in Path(out_root).glob("*/*") if p.is_dir() and any(p.glob("*.png"))):
+        files = sorted(folder.glob("*.png"))
+        pixels = np.concatenate([np.asarray(Image.open(f)).ravel() for f in files])
+        row = {"run": folder.parent.name, "folder": folder.name, "n_images": len(files)}
+        rows.append({**row, "mean": float(pixels.mean()), "std": float(pixels.std())})
     return pd.DataFrame(rows)

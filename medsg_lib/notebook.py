@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 import warnings
 
 import torch
 
-from medsg_lib.config import Profile, get_profile
 from medsg_lib.paths import OutputDirs, output_dirs, project_root
+from medsg_lib.profiles import Profile, get_profile
 
 
 def setup_notebook(profile: str, seed: int = 0) -> tuple[Profile, OutputDirs]:
@@ -33,10 +34,11 @@ def splits_for(layout: str) -> tuple[str, ...]:
     return ("train", "val") if layout == "folders" else ("train", "val", "test")
 
 
-def run_name(model: str, target_class: str) -> str:
-    """Folder / figure suffix of a training run: ``medsg``, ``dcgan``, ``dcgan_covid`` (class slug)."""
-    from medsg_lib.config import CLASS_NAMES, CLASS_SLUGS
+_DECIMAL = re.compile(r"-?\d+\.\d+(?:[eE][-+]?\d+)?")
 
-    if target_class == "all":
-        return model
-    return f"{model}_{CLASS_SLUGS[CLASS_NAMES.index(target_class)]}"
+
+def rounded(text: str, digits: int = 3) -> str:
+    """``text`` with every decimal number rounded to ``digits`` significant digits, for the printed regression
+    values of ``# NBVAL_CHECK_OUTPUT`` cells: a changed metric fails the notebook test, while the last bits of
+    floating point (which may differ between machines) do not."""
+    return _DECIMAL.sub(lambda m: f"{float(m.group()):.{digits}g}", text)

@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medsg_lib.config import CLASS_NAMES, get_profile
+from medsg_lib.families import FAMILIES
 from medsg_lib.paths import project_root
+from medsg_lib.profiles import get_profile
 
 
 @dataclass(frozen=True)
@@ -36,12 +37,12 @@ class NotebookFailed(RuntimeError):
 
 
 def _training_parameters() -> Iterator[dict[str, Any]]:
-    # Med-StyleGAN2 is one multi-domain model; the baselines are trained on the whole set (as the paper did)
-    # and once per class (so that per-class FIDs compare with Med-StyleGAN2's).
-    yield {"model": "medsg", "target_class": "all"}
-    for model in ("dcgan", "gan"):
-        for target in ("all", *CLASS_NAMES):
-            yield {"model": model, "target_class": target}
+    # every registered model, each for the classes its family trains in `reproduce`: Med-StyleGAN2 is one
+    # multi-domain model; the baselines are trained on the whole set (as the paper did) and once per class (so
+    # that per-class FIDs compare with Med-StyleGAN2's)
+    for name, family in FAMILIES.items():
+        for target in family.reproduce_targets:
+            yield {"model": name, "target_class": target}
 
 
 # notebook file -> parameter sets beyond the profile (one job each); notebooks not listed run once.

@@ -1,13 +1,63 @@
 """Small builders shared by the test files (imported as ``from helpers import ...``)."""
 
-from medsg_lib.config import TrainConfig
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from medsg_lib.config import CLASS_NAMES, TrainConfig
+from medsg_lib.families import get_family
+
+# the tiny widths of each model's own config (TrainConfig.net)
+TINY_NETS = {
+    "medsg": {"base_width": 8, "max_width": 32, "mapping_hidden": 32, "ds_decay_iters": 4},
+    "dcgan": {"ngf": 8, "ndf": 8},
+    "gan": {"hidden": 64},
+}
 
 
 def tiny_cfg(model: str = "medsg", **kw) -> TrainConfig:
-    """A training config of tiny, fast networks at 32 px (4 iterations, log every step, checkpoint every 2)."""
-    base = dict(
-        model=model, img_size=32, batch_size=4, iterations=4, base_width=8, max_width=32, mapping_hidden=32,
-        ngf=8, ndf=8, gan_hidden=64, ds_decay_iters=4, log_every=1, sample_every=2, ckpt_every=2,
+    """A training config of tiny, fast networks at 32 px (4 iterations, log every step, checkpoint every 2).
+
+    Keywords that are fields of the model's own config (e.g. ``ema_beta``, ``lr``, ``ngf``) go into ``net``.
+    """
+    config_cls = get_family(model).config_cls
+    net_fields = {f.name for f in dataclasses.fields(config_cls)}
+    net = {**TINY_NETS.get(model, {}), **{k: v for k, v in kw.items() if k in net_fields}}
+    loop = dict(
+        model=model, img_size=32, batch_size=4, iterations=4, log_every=1, sample_every=2, ckpt_every=2,
         device="cpu",
     )  # fmt: skip
-    return TrainConfig(**{**base, **kw})
+    loop.update({k: v for k, v in kw.items() if k not in net_fields})
+    return TrainConfig(**loop, net=config_cls(**net))
+
+
+LUNG = "Lung Segmentation Data"  # COVID-QU-Ex's subset folders (each nested twice in the download)
+INFECTION = "Infection Segmentation Data"
+
+
+def write_png(path: Path, image: np.ndarray | int, size: int = 8) -> Path:
+    """Write ``image`` as a PNG at ``path`` (folders created); returns ``path``.
+
+    ``image``: a uint8 array (gray ``(H, W)`` or RGB(A) ``(H, W, C)``), or a gray level for a constant
+    ``size`` x ``size`` image.
+    """
+    array = np.full((size, size), image, np.uint8) if isinstance(image, int) else image
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+    return path
+
+
+def make_covidqu(base: Path, n: int = 2, size: int = 8, subset: str = "lung") -> Path:
+    """A COVID-QU-Ex subset folder: ``base/{Train,Val,Test}/{class}/images/img{k}.png``, ``n`` per split and
+    class, ``size`` px; image k of class c is the constant (40c + 10k + 5) mod 256. All-255 masks of the same
+    name are in ``lung masks`` (and ``infection masks`` for ``subset="infection"``). Returns ``base``."""
+    masks = ["lung masks"] + (["infection masks"] if subset == "infection" else [])
+    for split in ("Train", "Val", "Test"):
+        for c, name in enumerate(CLASS_NAMES):
+            for k in range(n):
+                write_png(base / split / name / "images" / f"img{k}.png", (40 * c + 10 * k + 5) % 256, size)
+                for folder in masks:
+                    write_png(base / split / name / folder / f"img{k}.png", 255, size)
+    return base

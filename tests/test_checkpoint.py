@@ -11,7 +11,6 @@ from helpers import tiny_cfg
 from safetensors import safe_open
 from torch import nn
 
-from medsg_lib.bench import SyntheticXrays
 from medsg_lib.checkpoint import (
     CHECKPOINT_FORMAT,
     CheckpointError,
@@ -23,6 +22,7 @@ from medsg_lib.checkpoint import (
     save_checkpoint,
 )
 from medsg_lib.config import DataConfig, TrainConfig, to_jsonable
+from medsg_lib.data import SyntheticXrays
 from medsg_lib.devices import DistInfo
 from medsg_lib.training import build_train_state, checkpoint_state, run_steps
 
@@ -108,7 +108,9 @@ def test_wrong_format_and_truncated_files_are_refused(tmp_path: Path) -> None:
     torch.save({"state_dict": {"w": torch.ones(1)}}, path)
     with pytest.raises(CheckpointError) as err:
         load_checkpoint(path)
-    assert str(err.value) == f"{path} is not a medsg checkpoint: format None, expected 'medsg-ckpt-v1'"
+    assert (
+        str(err.value) == f"{path} is not a medsg-ckpt-v1 checkpoint: format None, expected 'medsg-ckpt-v1'"
+    )
     path.write_bytes(path.read_bytes()[:20])
     with pytest.raises(CheckpointError, match="could not be read as a torch checkpoint"):
         load_checkpoint(path)
@@ -150,10 +152,10 @@ def test_export_and_inference_loading_agree(tmp_path: Path, model: str) -> None:
         if model == "medsg":
             x = torch.rand(2, 1, 32, 32) * 2 - 1
             y = torch.tensor([0, 2])
-            z = torch.randn(2, cfg.latent_dim)
+            z = torch.randn(2, cfg.net.latent_dim)
             outs = [n["generator"](x, n["mapping_network"](z, y)) for n in (from_pt, from_st)]
         else:
-            z = torch.randn(2, cfg.nz)
+            z = torch.randn(2, cfg.net.nz)
             outs = [n["generator"](z) for n in (from_pt, from_st)]
     assert outs[0].shape == (2, 1, 32, 32)
     assert torch.equal(outs[0], outs[1])

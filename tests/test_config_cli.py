@@ -8,22 +8,20 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from medsg_lib.config import (
-    PROFILE_NAMES,
-    DataConfig,
-    TrainConfig,
-    from_jsonable,
-    get_profile,
-    to_jsonable,
-)
-from medsg_lib.notebook import overrides, run_name
+from medsg_lib.config import DataConfig, TrainConfig, from_jsonable, to_jsonable
+from medsg_lib.families import DCGANConfig, GANConfig, MedSGConfig
+from medsg_lib.files import run_name
+from medsg_lib.notebook import overrides
+from medsg_lib.profiles import PROFILE_NAMES, get_profile
 from medsg_lib.reproduce import NotebookFailed, NotebookJob, plan_jobs, run_jobs
 
 
 def test_every_profile_builds_and_round_trips_through_json():
     for name in PROFILE_NAMES:
         prof = get_profile(name)
-        assert from_jsonable(TrainConfig, to_jsonable(prof.train)) == prof.train
+        for model in ("medsg", "dcgan", "gan"):
+            cfg = prof.train_config(model)
+            assert from_jsonable(TrainConfig, to_jsonable(cfg)) == cfg
         assert from_jsonable(DataConfig, to_jsonable(prof.data)) == prof.data
 
 
@@ -36,9 +34,9 @@ def test_unknown_profile_names_the_choices():
 
 def test_w_hpf_other_than_zero_is_refused():
     with pytest.raises(
-        ValueError, match=r"TrainConfig.w_hpf=1.0 is not supported: w_hpf > 0 needs StarGAN v2's"
+        ValueError, match=r"MedSGConfig.w_hpf=1.0 is not supported: w_hpf > 0 needs StarGAN v2's"
     ):
-        TrainConfig(w_hpf=1.0)
+        TrainConfig(net=MedSGConfig(w_hpf=1.0))
 
 
 @pytest.mark.parametrize("size", [8, 48, 1024])
@@ -64,15 +62,18 @@ def test_medsg_is_one_model_for_all_classes():
 
 
 def test_profiles_keep_paper_values():
-    paper, faithful = get_profile("paper").train, get_profile("paper-faithful").train
-    assert (paper.img_size, paper.batch_size, paper.iterations, paper.lambda_ds, paper.w_hpf) == (
+    paper, faithful = (
+        get_profile("paper").train_config("medsg"),
+        get_profile("paper-faithful").train_config("medsg"),
+    )
+    assert (paper.img_size, paper.batch_size, paper.iterations, paper.net.lambda_ds, paper.net.w_hpf) == (
         256,
         8,
         100_000,
         2.0,
         0,
     )
-    assert (paper.lr, paper.f_lr, paper.beta1, paper.beta2, paper.weight_decay) == (
+    assert (paper.net.lr, paper.net.f_lr, paper.net.beta1, paper.net.beta2, paper.net.weight_decay) == (
         1e-4,
         1e-6,
         0.0,
@@ -88,7 +89,7 @@ def test_profiles_keep_paper_values():
 def test_overrides_ignore_unset_sentinels():
     cfg = TrainConfig()
     assert overrides(cfg, iterations=0, device="", model=None) == cfg
-    assert overrides(cfg, iterations=5, model="dcgan") == replace(cfg, iterations=5, model="dcgan")
+    assert overrides(cfg, iterations=5, seed=3) == replace(cfg, iterations=5, seed=3)
     assert run_name("dcgan", "Non-COVID") == "dcgan_non_covid" and run_name("medsg", "all") == "medsg"
 
 
@@ -140,7 +141,8 @@ def test_baselines_get_their_own_training_settings():
     prof = get_profile("paper")
     dcgan = prof.train_config("dcgan", "Normal")
     assert (dcgan.model, dcgan.target_class, dcgan.img_size, dcgan.batch_size) == ("dcgan", "Normal", 64, 128)
-    assert prof.train_config("medsg") == prof.train
+    assert prof.train_config("medsg") == prof.train  # the paper profile sizes no model: family defaults
+    assert dcgan.net == DCGANConfig() and prof.train_config("gan").net == GANConfig()
 
 
 def test_cli_bench_train_prints_speed(capsys):

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from medsg_lib.checkpoint import load_checkpoint
-from medsg_lib.config import TrainConfig
+from medsg_lib.config import TrainConfig, from_jsonable
 from medsg_lib.training import build_train_state, restore_state, state_fingerprint
 
 SCRIPT = """
@@ -25,14 +25,14 @@ from pathlib import Path
 
 import torch
 
-from medsg_lib.bench import SyntheticXrays
+from medsg_lib.data import SyntheticXrays
 from medsg_lib.config import DataConfig, TrainConfig
 from medsg_lib.training import train
 
-cfg = TrainConfig(
-    model=sys.argv[1], img_size=32, batch_size=4, iterations=4, base_width=8, max_width=32, mapping_hidden=32,
-    ngf=8, ndf=8, ds_decay_iters=4, log_every=1, sample_every=4, ckpt_every=2, device="cpu",
-)
+sys.path.insert(0, sys.argv[3])  # the tests folder, for helpers
+from helpers import tiny_cfg
+
+cfg = tiny_cfg(sys.argv[1], sample_every=4)
 train(cfg, DataConfig(img_size=32), Path(sys.argv[2]), dataset=SyntheticXrays(32), progress=False)
 """
 
@@ -44,7 +44,11 @@ def run_torchrun(tmp_path: Path, model: str) -> Path:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [*cmd, str(script), model, str(run_dir)], capture_output=True, text=True, timeout=240, env=env
+        [*cmd, str(script), model, str(run_dir), str(Path(__file__).parent)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return run_dir
@@ -67,7 +71,7 @@ def test_two_process_run_writes_once_and_ranks_agree(tmp_path: Path, model: str)
     assert ckpt["ddp"]["world_size"] == 2 and fingerprints.shape[0] == 2
     assert torch.equal(fingerprints[0], fingerprints[1])
     # the fingerprint covers exactly the saved state (nets, EMA, optimisers) and it did train
-    cfg = TrainConfig(**ckpt["config"]["train"])
+    cfg = from_jsonable(TrainConfig, ckpt["config"]["train"])
     state = build_train_state(cfg, torch.device("cpu"))
     _, initial = state_fingerprint(state)
     restore_state(state, ckpt)

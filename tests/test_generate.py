@@ -16,20 +16,10 @@ from medsg_lib import generate as gen_mod
 from medsg_lib.checkpoint import save_checkpoint
 from medsg_lib.config import CLASS_NAMES, DataConfig, GenerateConfig, PhantomConfig, TrainConfig, to_jsonable
 from medsg_lib.data import XrayDataset, XrayRecord
-from medsg_lib.generate import (
-    MANIFEST_COLUMNS,
-    GeneratedItem,
-    SourceImages,
-    generate,
-    generate_batches,
-    item_file,
-    lpips_groups,
-    plan_items,
-    read_manifest,
-    to_uint8,
-)
+from medsg_lib.families import get_family
+from medsg_lib.generate import SourceImages, generate, generate_batches, plan_items, to_uint8_array
+from medsg_lib.manifest import MANIFEST_COLUMNS, GeneratedItem, item_file, lpips_groups, read_manifest
 from medsg_lib.metrics.features import to_uint8 as features_to_uint8
-from medsg_lib.models import build_models
 from medsg_lib.training import build_train_state, checkpoint_state
 
 CPU = torch.device("cpu")
@@ -136,7 +126,7 @@ def test_plan_errors_and_baselines() -> None:
 def test_medsg_same_seed_same_image_whatever_the_batch(mode: str) -> None:
     cfg = tiny_cfg()
     torch.manual_seed(0)
-    nets = build_models(cfg)
+    nets = get_family(cfg.model).build(cfg)
     dataset = fake_dataset(2)
     items = plan_items(cfg, GenerateConfig(num_per_class=5, num_latents_per_source=2, mode=mode), NORMAL,
                        dataset.records)  # fmt: skip
@@ -154,7 +144,7 @@ def test_medsg_same_seed_same_image_whatever_the_batch(mode: str) -> None:
 def test_dcgan_same_seed_same_image_whatever_the_batch() -> None:
     cfg = tiny_cfg("dcgan", channels=3)
     torch.manual_seed(0)
-    nets = build_models(cfg)  # BatchNorm: only eval mode makes images independent of the batch
+    nets = get_family(cfg.model).build(cfg)  # BatchNorm: only eval mode makes images independent of the batch
     items = plan_items(cfg, GenerateConfig(num_per_class=6), "all")
     one = torch.cat([x for _, x in generate_batches(nets, cfg, items, batch_size=1)])
     four = torch.cat([x for _, x in generate_batches(nets, cfg, items, batch_size=4)])
@@ -163,12 +153,12 @@ def test_dcgan_same_seed_same_image_whatever_the_batch() -> None:
     assert (one[0] - one[1]).abs().max() > 1e-3
 
 
-def test_to_uint8_is_exact_at_the_ends_and_middle() -> None:
+def test_to_uint8_array_is_exact_at_the_ends_and_middle() -> None:
     x = torch.tensor([-1.0, 0.0, 1.0, -3.0, 2.0, 1 / 127.5 - 1])
-    assert to_uint8(x).tolist() == [0, 128, 255, 0, 255, 1]
-    assert to_uint8(x).dtype == np.uint8
+    assert to_uint8_array(x).tolist() == [0, 128, 255, 0, 255, 1]
+    assert to_uint8_array(x).dtype == np.uint8
     r = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2.2 - 1.1
-    np.testing.assert_array_equal(to_uint8(r), features_to_uint8(r).numpy())
+    np.testing.assert_array_equal(to_uint8_array(r), features_to_uint8(r).numpy())
 
 
 # ---------------------------------------------------------------- files
@@ -205,7 +195,7 @@ def test_generate_writes_pngs_and_manifest(tmp_path: Path, phantom_data) -> None
     dataset = build_dataset(data_cfg, "val", phantoms, train=False, progress=False)
     item = plan_items(cfg, gen_cfg, NORMAL, dataset.records)[0]
     [(_, x_fake)] = list(generate_batches(nets, cfg, [item], SourceImages(dataset)))
-    np.testing.assert_array_equal(on_disk, to_uint8(x_fake[0, 0]))
+    np.testing.assert_array_equal(on_disk, to_uint8_array(x_fake[0, 0]))
 
     groups = list(lpips_groups(out, NORMAL))
     assert [len(g) for g in groups] == [2, 2, 2] and all(p.is_file() for g in groups for p in g)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from medsg_lib.config import get_profile
+from medsg_lib.families import get_family
 from medsg_lib.losses import (
     adv_loss,
     baseline_d_loss,
@@ -21,7 +21,8 @@ from medsg_lib.losses import (
     r1_reg,
     style_recon_loss,
 )
-from medsg_lib.models import MLPDiscriminator, MLPGenerator, build_models
+from medsg_lib.models import MLPDiscriminator, MLPGenerator
+from medsg_lib.profiles import get_profile
 
 B, S = 4, 32
 
@@ -29,19 +30,19 @@ B, S = 4, 32
 @pytest.fixture
 def nets() -> dict[str, nn.Module]:
     torch.manual_seed(0)
-    return build_models(get_profile("smoke").train)  # img 32, base width 8, max width 32
+    return get_family("medsg").build(get_profile("smoke").train_config("medsg"))  # 32 px, widths 8..32
 
 
 @pytest.fixture
 def batch() -> dict[str, torch.Tensor]:
     gen = torch.Generator().manual_seed(1)
-    cfg = get_profile("smoke").train
+    cfg = get_profile("smoke").train_config("medsg")
     return {
         "x_real": torch.rand(B, 1, S, S, generator=gen) * 2 - 1,  # (B, 1, 32, 32) in [-1, 1]
         "y_org": torch.tensor([0, 1, 2, 0]),
         "y_trg": torch.tensor([1, 2, 0, 2]),
-        "z1": torch.randn(B, cfg.latent_dim, generator=gen),
-        "z2": torch.randn(B, cfg.latent_dim, generator=gen),
+        "z1": torch.randn(B, cfg.net.latent_dim, generator=gen),
+        "z2": torch.randn(B, cfg.net.latent_dim, generator=gen),
         "x_ref1": torch.rand(B, 1, S, S, generator=gen) * 2 - 1,
         "x_ref2": torch.rand(B, 1, S, S, generator=gen) * 2 - 1,
     }

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from medsg_lib.config import TrainConfig, get_profile
+from medsg_lib.config import TrainConfig
+from medsg_lib.families import get_family
 from medsg_lib.models import (
     DCGANDiscriminator,
     DCGANGenerator,
@@ -19,10 +19,10 @@ from medsg_lib.models import (
     MLPDiscriminator,
     MLPGenerator,
     StyleEncoder,
-    build_models,
     count_parameters,
 )
 from medsg_lib.models.medsg import AdaIN, AdainResBlk, ResBlk
+from medsg_lib.profiles import get_profile
 
 NARROW = {"base_width": 8, "max_width": 32}
 
@@ -82,9 +82,9 @@ def test_reference_parameter_counts(img_size: int, n_g: int, n_e: int, n_d: int)
     assert count_parameters(MappingNetwork(num_domains=3)) == 3_259_072
 
 
-def test_build_models_medsg_matches_reference_counts() -> None:
+def test_medsg_family_builds_the_reference_counts() -> None:
     cfg = TrainConfig(model="medsg", img_size=64, channels=3)
-    nets = build_models(cfg)
+    nets = get_family(cfg.model).build(cfg)
     counts = {name: count_parameters(net) for name, net in nets.items()}
     assert counts == {
         "generator": 32_634_883,
@@ -276,7 +276,7 @@ def test_mlp_gan_shapes_and_range(channels: int) -> None:
     assert d(x).shape == (3,)
 
 
-# ---------------------------------------------------------------- build_models
+# ---------------------------------------------------------------- families build their networks
 
 
 @pytest.mark.parametrize(
@@ -287,19 +287,19 @@ def test_mlp_gan_shapes_and_range(channels: int) -> None:
         ("gan", {"generator", "discriminator"}),
     ],
 )
-def test_build_models_from_the_smoke_profile(model: str, keys: set[str]) -> None:
-    cfg = dataclasses.replace(get_profile("smoke").train, model=model)
-    nets = build_models(cfg)
+def test_families_build_from_the_smoke_profile(model: str, keys: set[str]) -> None:
+    cfg = get_profile("smoke").train_config(model)
+    nets = get_family(model).build(cfg)
     assert set(nets) == keys
     x = torch.rand(2, cfg.channels, cfg.img_size, cfg.img_size) * 2 - 1
     y = torch.tensor([0, 2])
     if model == "medsg":
-        s = nets["mapping_network"](torch.randn(2, cfg.latent_dim), y)
-        assert s.shape == (2, cfg.style_dim)
+        s = nets["mapping_network"](torch.randn(2, cfg.net.latent_dim), y)
+        assert s.shape == (2, cfg.net.style_dim)
         assert nets["generator"](x, s).shape == x.shape
-        assert nets["style_encoder"](x, y).shape == (2, cfg.style_dim)
+        assert nets["style_encoder"](x, y).shape == (2, cfg.net.style_dim)
         assert nets["discriminator"](x, y).shape == (2,)
-        assert nets["generator"].from_rgb.out_channels == cfg.resolved_base_width
+        assert nets["generator"].from_rgb.out_channels == cfg.net.width_for(cfg.img_size)
     else:
-        assert nets["generator"](torch.randn(2, cfg.nz)).shape == x.shape
+        assert nets["generator"](torch.randn(2, cfg.net.nz)).shape == x.shape
         assert nets["discriminator"](x).shape == (2,)

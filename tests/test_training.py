@@ -12,9 +12,10 @@ from helpers import tiny_cfg
 from PIL import Image
 
 from medsg_lib import losses
-from medsg_lib.bench import SyntheticXrays, bench_train
+from medsg_lib.bench import bench_train
 from medsg_lib.checkpoint import load_checkpoint
 from medsg_lib.config import CLASS_NAMES, DataConfig
+from medsg_lib.data import SyntheticXrays
 from medsg_lib.devices import DistInfo, select_device
 from medsg_lib.training import (
     build_train_state,
@@ -97,7 +98,7 @@ def test_one_medsg_step_moves_d_g_a_little_f_and_the_ema(tmp_path: Path) -> None
     state = build_train_state(cfg, CPU)
     before = {n: {k: v.clone() for k, v in net.state_dict().items()} for n, net in state.nets.items()}
     terms = next(run_steps(state, cfg, data, data.labels, 1, CPU, DistInfo()))
-    assert state.step == 1 and terms["lambda_ds"] == cfg.lambda_ds
+    assert state.step == 1 and terms["lambda_ds"] == cfg.net.lambda_ds
 
     def max_change(name: str) -> float:
         after = state.nets[name].state_dict()
@@ -110,7 +111,7 @@ def test_one_medsg_step_moves_d_g_a_little_f_and_the_ema(tmp_path: Path) -> None
     for name, ema_net in state.ema.items():
         online = state.nets[name].state_dict()
         for key, value in ema_net.state_dict().items():
-            expected = before[name][key] + (1 - cfg.ema_beta) * (online[key] - before[name][key])
+            expected = before[name][key] + (1 - cfg.net.ema_beta) * (online[key] - before[name][key])
             torch.testing.assert_close(value, expected, rtol=0, atol=3e-7)  # fp32 rounding
         assert max(float((v - before[name][k]).abs().max()) for k, v in ema_net.state_dict().items()) > 0
 
@@ -148,12 +149,12 @@ def test_config_mismatch_on_resume_is_refused(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     cfg = tiny_cfg("dcgan", iterations=1)
     train(cfg, DATA, run_dir, dataset=dataset(), progress=False)
-    changed = tiny_cfg("dcgan", iterations=1, batch_size=6, baseline_lr=1e-3)
+    changed = tiny_cfg("dcgan", iterations=1, batch_size=6, lr=1e-3)
     with pytest.raises(ValueError) as err:
         train(changed, DATA, run_dir, dataset=dataset(), progress=False)
     assert str(err.value) == (
         f"cannot resume {run_dir}: its config.json differs from this run's config in "
-        "train.baseline_lr: 0.0002 -> 0.001; train.batch_size: 4 -> 6. Use a new run_dir, or resume=False "
+        "train.batch_size: 4 -> 6; train.net.lr: 0.0002 -> 0.001. Use a new run_dir, or resume=False "
         "to start over in this one (which deletes its checkpoints, log and samples)."
     )
     # resumable fields may change: training is extended from step 1 to 2

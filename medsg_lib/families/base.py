@@ -1,0 +1,267 @@
+"""What a model family is, and the small toolkit its training steps share.
+
+A *model family* owns everything that differs between models: its config (the model's own fields, nested in
+``TrainConfig.net``), its networks, the random choices of one training step, the step itself, the fixed-input
+sample grid, which networks generation uses, the plan of the images it generates and generating them. The
+trainer (:mod:`medsg_lib.training`), the generator (:mod:`medsg_lib.generate`), checkpoints and the evaluation
+only call this interface; none of them knows a model by its name. ``docs/adding-a-model.md`` shows a new one.
+
+Randomness contract (what makes resume bit-exact): the trainer calls the family's step planner with a
+``torch.Generator`` seeded for (run seed, step, rank); every random choice of the step (indices, augmentation
+seeds, latents) must come from that generator, in a fixed order. Initial weights come from
+``torch.manual_seed(cfg.seed)`` right before :meth:`ModelFamily.build`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from medsg_lib.config import CLASS_NAMES
+from medsg_lib.devices import DistInfo, all_reduce_grads
+
+if TYPE_CHECKING:
+    from medsg_lib.config import GenerateConfig, TrainConfig
+    from medsg_lib.data import XrayRecord
+    from medsg_lib.manifest import GeneratedItem
+
+NUM_DOMAINS = len(CLASS_NAMES)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# What flows between the trainer and a family
+
+
+@dataclass
+class TrainState:
+    """Everything training changes; all of it goes into the checkpoint."""
+
+    nets: dict[str, nn.Module]  # online networks, train mode
+    ema: dict[str, nn.Module]  # EMA copies of ``family.ema_nets``, eval mode ({} when the family has none)
+    optimizers: dict[str, torch.optim.Optimizer]
+    step: int = 0  # completed iterations
+
+
+@dataclass
+class StepPlan:
+    """The random choices of one step on one rank (all drawn from the step's generator)."""
+
+    items: list[tuple[int, int]]  # (dataset index, augmentation seed) of every image the step reads
+    z: list[Tensor] = field(default_factory=list)  # latents, each (B, dim) ~ N(0, I), on CPU
+
+
+@dataclass
+class Batch:
+    """One step's tensors on the device."""
+
+    x_real: Tensor  # (B, C, H, W) in [-1, 1]
+    y_org: Tensor  # (B,) int64
+    x_refs: tuple[Tensor, ...] = ()  # reference images (B, C, H, W) of domains y_trg (image-to-image models)
+    y_trg: Tensor | None = None  # (B,) int64
+    z: tuple[Tensor, ...] = ()  # latents (B, dim)
+
+
+@dataclass(frozen=True)
+class SampleInputs:
+    """Fixed inputs of the sample grids, chosen once with ``cfg.seed``."""
+
+    z: Tensor  # (N, dim), CPU
+    x_src: Tensor | None = None  # (N, C, H, W) in [-1, 1], CPU (image-to-image models)
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """Where a step runs: the device, the data-parallel group and the autocast mode."""
+
+    device: torch.device
+    info: DistInfo
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The interface
+
+
+class ModelFamily(ABC):
+    """One model family; subclass it, then add one line to :data:`medsg_lib.families.FAMILIES`."""
+
+    name: ClassVar[str]  # registry key; names runs (``runs/<profile>/<name>``) and records
+    label: ClassVar[str]  # shown in tables and figures, e.g. "Med-StyleGAN2"
+    config_cls: ClassVar[type]  # the frozen dataclass of the model's own fields (``TrainConfig.net``)
+    ema_nets: ClassVar[tuple[str, ...]] = ()  # networks with an EMA copy, updated by the family's step
+    inference_nets: ClassVar[tuple[str, ...]] = ("generator",)  # what generation needs (EMA copy if any)
+    translates: ClassVar[bool] = False  # image-to-image: generation translates validation images
+    reproduce_targets: ClassVar[tuple[str, ...]] = ("all",)  # runs `reproduce` trains: target classes
+
+    def check_config(self, cfg: TrainConfig) -> None:  # noqa: B027 (optional hook: no constraint by default)
+        """Raise ``ValueError`` (naming the field) if ``cfg`` is not a run this family can train."""
+
+    @abstractmethod
+    def build(self, cfg: TrainConfig, num_domains: int = NUM_DOMAINS) -> dict[str, nn.Module]:
+        """Freshly initialised networks on CPU in train mode, keyed by role (``generator``, ...)."""
+
+    @abstractmethod
+    def optimizers(self, cfg: TrainConfig, nets: Mapping[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
+        """One optimiser per network."""
+
+    @abstractmethod
+    def step_planner(
+        self, cfg: TrainConfig, labels: Tensor, batch: int
+    ) -> Callable[[torch.Generator], StepPlan]:
+        """``plan(gen)``: the random choices of one step with a per-rank ``batch``, drawn from ``gen``.
+
+        ``labels``: the int64 ``(N,)`` classes of the training set. Raise ``ValueError`` when the data cannot
+        train this model (e.g. too few classes)."""
+
+    @abstractmethod
+    def to_batch(self, x: Tensor, y: Tensor, z: Sequence[Tensor]) -> Batch:
+        """Split the loader's stacked images ``x`` and labels ``y`` (in the order of the plan's items) and the
+        plan's latents, all already on the device, into a :class:`Batch`."""
+
+    @abstractmethod
+    def train_step(
+        self, state: TrainState, batch: Batch, cfg: TrainConfig, ctx: StepContext
+    ) -> dict[str, float]:
+        """One iteration: update ``state``'s networks, optimisers and EMA (not ``state.step``); return every
+        loss term by name (``<net>_total`` terms are shown in the progress bar)."""
+
+    @abstractmethod
+    def sample_inputs(self, cfg: TrainConfig, dataset: Dataset, labels: Tensor) -> SampleInputs:
+        """The fixed inputs of the sample grids, drawn from ``torch.Generator().manual_seed(cfg.seed)``."""
+
+    @abstractmethod
+    def sample_grid(
+        self, state: TrainState, cfg: TrainConfig, inputs: SampleInputs, device: torch.device
+    ) -> tuple[Tensor, int]:
+        """``(images (N, C, H, W) in [-1, 1] on CPU, images per row)`` of the sample grid."""
+
+    def targets(self, cfg: TrainConfig) -> tuple[str, ...]:
+        """The classes a trained model generates by default (a noise-to-image run: the class it was
+        trained on, possibly ``"all"``)."""
+        return (cfg.target_class,)
+
+    def check_target(self, cfg: TrainConfig, target_class: str) -> None:
+        """Raise ``ValueError`` unless a model trained with ``cfg`` can generate ``target_class``."""
+        if target_class not in self.targets(cfg):
+            raise ValueError(
+                f"this {cfg.model} model was trained on target_class={cfg.target_class!r} and generates only "
+                f"that; got target_class={target_class!r}"
+            )
+
+    @abstractmethod
+    def plan_items(
+        self,
+        cfg: TrainConfig,
+        gen_cfg: GenerateConfig,
+        target_class: str,
+        sources: Sequence[XrayRecord] | None,
+    ) -> list[GeneratedItem]:
+        """The ``gen_cfg.num_per_class`` images to generate for ``target_class`` (after :meth:`check_target`).
+        ``sources``: the validation records when the family ``translates``, else None."""
+
+    @abstractmethod
+    def generate(
+        self,
+        nets: Mapping[str, nn.Module],
+        cfg: TrainConfig,
+        items: Sequence[GeneratedItem],
+        lookup: Mapping[str, Tensor] | None,
+        device: torch.device,
+    ) -> Tensor:
+        """Images ``(B, C, H, W)``, unclamped, of ``items`` with the inference ``nets`` (eval mode). An item's
+        randomness comes only from its seed. ``lookup``: image path -> ``(C, H, W)`` in [-1, 1] (sources)."""
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The toolkit of step planners and steps
+
+
+def draw(pool: Tensor, n: int, gen: torch.Generator) -> Tensor:
+    """``n`` elements of the 1-D ``pool`` uniformly with replacement."""
+    return pool[torch.randint(len(pool), (n,), generator=gen)]
+
+
+def item_seeds(n: int, gen: torch.Generator) -> list[int]:
+    """``n`` augmentation seeds, one per image a step reads."""
+    return torch.randint(2**62, (n,), generator=gen).tolist()
+
+
+def indices_by_domain(labels: Tensor) -> dict[int, Tensor]:
+    """Dataset indices of each class present in ``labels`` (int64 ``(N,)``)."""
+    return {d: (labels == d).nonzero().flatten() for d in range(NUM_DOMAINS) if bool((labels == d).any())}
+
+
+class SeededItems(Dataset):
+    """``items[(index, seed)] = dataset[index]`` with torch's global CPU generator seeded first.
+
+    Dataset augmentation (e.g. ``faithful_augment``) draws from the global generator; seeding it per item
+    makes it a function of the step's plan, in the main process or in a DataLoader worker alike.
+    """
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __getitem__(self, item: tuple[int, int]) -> Any:
+        index, seed = item
+        torch.default_generator.manual_seed(seed)
+        return self.dataset[index]
+
+
+@torch.no_grad()
+def update_ema(ema: dict[str, nn.Module], nets: dict[str, nn.Module], beta: float) -> None:
+    """``ema <- beta * ema + (1 - beta) * online`` for parameters; buffers are copied."""
+    for name, ema_net in ema.items():
+        online = nets[name]
+        for p_ema, p in zip(ema_net.parameters(), online.parameters(), strict=True):
+            p_ema.lerp_(p, 1.0 - beta)
+        for b_ema, b in zip(ema_net.buffers(), online.buffers(), strict=True):
+            b_ema.copy_(b)
+
+
+@contextmanager
+def frozen(*modules: nn.Module) -> Iterator[None]:
+    """Parameters of ``modules`` get no gradient inside the block; gradients still flow through them."""
+    for m in modules:
+        m.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for m in modules:
+            m.requires_grad_(True)
+
+
+def optimise(
+    loss: Tensor, modules: list[nn.Module], optimizers: list[torch.optim.Optimizer], info: DistInfo
+) -> None:
+    """Zero ``optimizers``, back-propagate ``loss``, average gradients over ranks, step the optimisers."""
+    for opt in optimizers:
+        opt.zero_grad(set_to_none=True)
+    loss.backward()
+    all_reduce_grads((p for m in modules for p in m.parameters()), info.world_size)
+    for opt in optimizers:
+        opt.step()
+
+
+def record_terms(terms: dict[str, float], prefix: str, loss: Tensor, parts: dict[str, float]) -> None:
+    """Add ``<prefix>_total`` and ``<prefix>_<part>`` of one loss to ``terms``."""
+    terms[f"{prefix}_total"] = float(loss.detach().item())
+    terms.update({f"{prefix}_{k}": float(v) for k, v in parts.items()})
+
+
+@contextmanager
+def eval_mode(nets: Mapping[str, nn.Module]) -> Iterator[None]:
+    """Put ``nets`` in eval mode (BatchNorm running statistics), restoring each one's mode afterwards."""
+    modes = {name: net.training for name, net in nets.items()}
+    try:
+        for net in nets.values():
+            net.eval()
+        yield
+    finally:
+        for name, net in nets.items():
+            net.train(modes[name])

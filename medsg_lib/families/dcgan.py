@@ -1,0 +1,47 @@
+"""DCGAN (Radford et al. 2015), the paper's convolutional baseline: see :mod:`medsg_lib.families.noise`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from torch import nn
+
+from medsg_lib.config import check_positive
+from medsg_lib.families.base import NUM_DOMAINS
+from medsg_lib.families.noise import NoiseGAN
+from medsg_lib.models.dcgan import DCGANDiscriminator, DCGANGenerator
+
+if TYPE_CHECKING:
+    from medsg_lib.config import TrainConfig
+
+
+@dataclass(frozen=True)
+class DCGANConfig:
+    """DCGAN's own fields (the reference recipe's defaults)."""
+
+    nz: int = 100  # latent size
+    ngf: int = 64  # generator width
+    ndf: int = 64  # discriminator width
+    lr: float = 2e-4
+    beta1: float = 0.5
+
+    def __post_init__(self) -> None:
+        check_positive(self, "nz", "ngf", "ndf", "lr")
+
+
+class DCGAN(NoiseGAN):
+    name = "dcgan"
+    label = "DCGAN"
+    config_cls = DCGANConfig
+
+    def build(self, cfg: TrainConfig, num_domains: int = NUM_DOMAINS) -> dict[str, nn.Module]:
+        net: DCGANConfig = cfg.net
+        return {
+            "generator": DCGANGenerator(
+                nz=net.nz, ngf=net.ngf, img_channels=cfg.channels, img_size=cfg.img_size
+            ),
+            "discriminator": DCGANDiscriminator(
+                ndf=net.ndf, img_channels=cfg.channels, img_size=cfg.img_size
+            ),
+        }

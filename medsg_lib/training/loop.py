@@ -1,0 +1,194 @@
+"""The one resumable trainer of every model family: ``train(cfg, data_cfg, run_dir)``.
+
+The loop knows no model: it asks the family (:mod:`medsg_lib.families`) for the networks, each step's random
+choices, the step itself and the sample grid, and does the rest the same way for all: the run directory
+(:mod:`.rundir`), checkpoints every ``ckpt_every`` steps, logs, NaN stops and resume. Randomness: :mod:`.plan`.
+
+Data parallelism (torchrun): ``cfg.batch_size`` is the GLOBAL batch, split evenly over ranks (it must be
+divisible by the world size); each rank draws its own batch with the rank in its seed, gradients are averaged
+by hand (:func:`medsg_lib.devices.all_reduce_grads`, which explains why not DDP) and BatchNorm buffers are
+broadcast from rank 0 after each step. Every rank reads the same checkpoint; rank 0 alone writes the log,
+samples and checkpoints; at each checkpoint all ranks compare fingerprints of their states and stop if they
+have diverged (the fingerprints are stored in the checkpoint).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from medsg_lib.checkpoint import checkpoint_path, latest_checkpoint, load_checkpoint, save_checkpoint
+from medsg_lib.config import DataConfig, PhantomConfig, TrainConfig
+from medsg_lib.devices import DistInfo, broadcast_state, configure_backend, init_distributed
+from medsg_lib.families import get_family
+from medsg_lib.families.base import StepContext, TrainState
+from medsg_lib.files import CONFIG_NAME, LOG_NAME, append_jsonl, write_json_atomic
+from medsg_lib.training.plan import check_dataset, make_loader, make_plan_fn
+from medsg_lib.training.rundir import (
+    LogWindow,
+    check_finite,
+    check_resumable,
+    clear_run,
+    run_config,
+    save_samples,
+    truncate_log,
+)
+from medsg_lib.training.state import build_train_state, check_ranks_agree, checkpoint_state, restore_state
+
+
+def run_steps(
+    state: TrainState,
+    cfg: TrainConfig,
+    dataset: Dataset,
+    labels: Tensor,
+    stop: int,
+    device: torch.device,
+    info: DistInfo,
+) -> Iterator[dict[str, float]]:
+    """Train from ``state.step`` to ``stop``; yields each step's loss terms once ``state.step`` is updated."""
+    if cfg.batch_size % info.world_size:
+        raise ValueError(
+            f"TrainConfig.batch_size={cfg.batch_size} (the global batch) must be divisible by the world size "
+            f"{info.world_size}"
+        )
+    family = get_family(cfg.model)
+    plan_fn = make_plan_fn(cfg, labels, cfg.batch_size // info.world_size, info.rank)
+    ctx = StepContext(device=device, info=info)
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    loader = make_loader(dataset, plan_fn, state.step, stop, cfg, device)
+    for t, (x, y) in enumerate(loader, start=state.step + 1):
+        x = x.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+        y = y.to(device, non_blocking=True)
+        z = [zi.to(device, non_blocking=True) for zi in plan_fn(t).z]
+        terms = family.train_step(state, family.to_batch(x, y, z), cfg, ctx)
+        state.step = t
+        yield terms
+
+
+def _barrier(info: DistInfo) -> None:
+    if info.distributed:
+        dist.barrier()
+
+
+def _prepare_run_dir(run_dir: Path, config: dict[str, Any], resume: bool, info: DistInfo) -> None:
+    """Check (every rank) and write (rank 0) ``config.json``; ``resume=False`` first clears the run."""
+    if resume:
+        check_resumable(run_dir, config)
+    _barrier(info)
+    if info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            clear_run(run_dir)
+        write_json_atomic(run_dir / CONFIG_NAME, config)
+    _barrier(info)
+
+
+def _resume(state: TrainState, run_dir: Path, device: torch.device, info: DistInfo) -> None:
+    ckpt_path = latest_checkpoint(run_dir)
+    if ckpt_path is None:
+        return
+    restore_state(state, load_checkpoint(ckpt_path, map_location=device))
+    if info.is_main:
+        truncate_log(run_dir / LOG_NAME, state.step)
+
+
+def _postfix(record: dict[str, Any]) -> dict[str, str]:
+    keys = [k for k in record if k.endswith("_total")] + ["images_per_s"]
+    return {k.removesuffix("_total"): f"{record[k]:.3g}" for k in keys}
+
+
+def train(
+    cfg: TrainConfig,
+    data_cfg: DataConfig,
+    run_dir: Path,
+    *,
+    phantoms: PhantomConfig | None = None,
+    dataset: Dataset | None = None,
+    resume: bool = True,
+    progress: bool = True,
+    stop_at: int | None = None,
+) -> Path:
+    """Train ``cfg.model`` on the train split of ``data_cfg`` (or on ``dataset``) into ``run_dir``; return it.
+
+    Writes ``config.json``, ``log.jsonl``, ``samples/step_*.png`` and ``checkpoints/step_*.pt``
+    (:mod:`.rundir`). With ``resume`` (default) it continues from the latest checkpoint of ``run_dir``,
+    refusing a run dir whose config differs except in ``RESUMABLE_FIELDS``; ``resume=False`` starts over,
+    deleting the run's previous checkpoints, log and samples. ``stop_at`` stops after that step, having
+    written a checkpoint, as if the run was killed then (tests). Under torchrun, trains data-parallel.
+
+    Raises:
+        FloatingPointError: a loss term became NaN or infinite (the message names the step, the term, the
+            run dir and the last good checkpoint).
+        ValueError: config mismatch on resume; data that does not fit ``cfg``.
+    """
+    run_dir = Path(run_dir)
+    config = run_config(cfg, data_cfg)
+    with init_distributed(cfg.device) as (info, device):
+        configure_backend(device)
+        _prepare_run_dir(run_dir, config, resume, info)
+        if dataset is None:
+            from medsg_lib.data import build_dataset
+
+            dataset = build_dataset(
+                data_cfg, "train", phantoms, train=True, progress=progress and info.is_main
+            )
+        labels = check_dataset(dataset, cfg)
+        state = build_train_state(cfg, device)
+        if resume:
+            _resume(state, run_dir, device, info)
+        broadcast_state([*state.nets.values(), *state.ema.values()], info.world_size)
+        stop = cfg.iterations if stop_at is None else min(stop_at, cfg.iterations)
+        _train_loop(state, cfg, dataset, labels, stop, run_dir, config, device, info, progress)
+    return run_dir
+
+
+def _train_loop(
+    state: TrainState,
+    cfg: TrainConfig,
+    dataset: Dataset,
+    labels: Tensor,
+    stop: int,
+    run_dir: Path,
+    config: dict[str, Any],
+    device: torch.device,
+    info: DistInfo,
+    progress: bool,
+) -> None:
+    """Steps ``state.step + 1 .. stop`` with logging, samples and checkpoints (rank 0 writes)."""
+    if state.step >= stop:
+        return
+    inputs = get_family(cfg.model).sample_inputs(cfg, dataset, labels)
+    window = LogWindow(cfg.batch_size)
+    bar = tqdm(
+        total=cfg.iterations,
+        initial=state.step,
+        desc=f"train {cfg.model}",
+        disable=not (progress and info.is_main),
+    )
+    with bar:
+        for terms in run_steps(state, cfg, dataset, labels, stop, device, info):
+            t = state.step
+            check_finite(terms, t, run_dir)
+            window.add(terms)
+            bar.update(1)
+            if t % cfg.log_every == 0 or t == cfg.iterations:
+                record = window.flush(t)
+                bar.set_postfix(_postfix(record), refresh=False)
+                if info.is_main:
+                    append_jsonl(run_dir / LOG_NAME, record)
+            if info.is_main and (t % cfg.sample_every == 0 or t == cfg.iterations):
+                save_samples(state, cfg, inputs, run_dir, device)
+            if t % cfg.ckpt_every == 0 or t == stop:
+                fingerprints = check_ranks_agree(state, info) if info.distributed else None
+                if info.is_main:
+                    save_checkpoint(
+                        checkpoint_path(run_dir, t), checkpoint_state(state, config, fingerprints)
+                    )
+                _barrier(info)

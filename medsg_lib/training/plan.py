@@ -1,0 +1,83 @@
+"""Step planning and the loader: which images and latents each step uses, as a function of (seed, step, rank).
+
+Every random choice of step ``t`` (batch indices, reference images, target domains, latents, and the seed of
+each item's augmentation) comes from a ``torch.Generator`` seeded with :func:`step_seed` ``(cfg.seed, t,
+rank)`` and handed to the model family's step planner. A run resumed from a checkpoint therefore continues
+bit-exactly as the uninterrupted run would have (on CPU). Batches are drawn with replacement per step, so
+``iterations`` are counted in steps, not epochs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from medsg_lib.config import TrainConfig
+from medsg_lib.data import dataset_labels
+from medsg_lib.families import get_family
+from medsg_lib.families.base import SeededItems, StepPlan
+
+
+def step_seed(seed: int, step: int, rank: int) -> int:
+    """A 63-bit seed for ``(seed, step, rank)``: SHA-256 of the tuple, so nearby steps are unrelated."""
+    digest = hashlib.sha256(f"medsg:{seed}:{step}:{rank}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
+    """A CPU ``torch.Generator`` seeded with :func:`step_seed`."""
+    return torch.Generator().manual_seed(step_seed(seed, step, rank))
+
+
+def make_plan_fn(cfg: TrainConfig, labels: Tensor, batch: int, rank: int) -> Callable[[int], StepPlan]:
+    """``plan_fn(t)``: the :class:`StepPlan` of step ``t`` on ``rank`` with a per-rank ``batch``."""
+    planner = get_family(cfg.model).step_planner(cfg, labels, batch)
+    return lambda t: planner(step_generator(cfg.seed, t, rank))
+
+
+class StepSampler:
+    """Batch sampler yielding the plan's items of steps ``start + 1 .. stop``."""
+
+    def __init__(self, plan_fn: Callable[[int], StepPlan], start: int, stop: int) -> None:
+        self.plan_fn, self.start, self.stop = plan_fn, start, stop
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        for t in range(self.start + 1, self.stop + 1):
+            yield self.plan_fn(t).items
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+
+def check_dataset(dataset: Dataset, cfg: TrainConfig) -> Tensor:
+    """The dataset's int64 ``(N,)`` labels, after checking that its images have the run's shape."""
+    labels = dataset_labels(dataset)
+    x, _ = dataset[0]
+    expected = (cfg.channels, cfg.img_size, cfg.img_size)
+    if tuple(x.shape) != expected:
+        raise ValueError(
+            f"dataset images are {tuple(x.shape)} but TrainConfig wants (channels, img_size, img_size) = "
+            f"{expected}; make DataConfig.img_size/channels equal TrainConfig's"
+        )
+    return labels
+
+
+def make_loader(
+    dataset: Dataset,
+    plan_fn: Callable[[int], StepPlan],
+    start: int,
+    stop: int,
+    cfg: TrainConfig,
+    device: torch.device,
+) -> DataLoader:
+    """One pass over steps ``start + 1 .. stop``; each batch stacks the ``(x, y)`` of a step's plan items."""
+    return DataLoader(
+        SeededItems(dataset),
+        batch_sampler=StepSampler(plan_fn, start, stop),
+        num_workers=cfg.num_workers,
+        pin_memory=device.type == "cuda",
+    )
