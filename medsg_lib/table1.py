@@ -1,8 +1,8 @@
 """Table 1 of the paper, regenerated from metric records (``medsg_lib.evaluate``) next to the paper's numbers.
 
 Rows: the paper's nine rows in its order (``PAPER_TABLE1``), then ours that the paper lacks, when records exist:
-GAN and DCGAN per class (a fair per-class comparison: the paper compares their whole generated set with the
-whole real set) and the "real train vs real test" floor per class. Records of any other (model, class) follow
+the paper's whole-set baselines (GAN, DCGAN) per class (a fair per-class comparison: the paper compares their
+whole generated set with the whole real set) and the "real train vs real test" floor per class. Records of any other (model, class) follow
 at the end, so nothing measured is dropped.
 
 Columns: the paper's FID and LPIPS, then ours, each cell a string: FID (pytorch-fid, with its 95% bootstrap
@@ -10,8 +10,9 @@ interval when computed), FID (paper protocol), KID x 1e3 (pytorch-fid features, 
 Fréchet distance and KID x 1e3 in the classifier's features, precision and recall (classifier features),
 LPIPS, and the sample sizes. When a (model, class, metric, protocol) was recorded several times the LAST record
 wins (records are appended in time order). Cells: ``"missing weights (<file>)"`` when the pretrained file was
-absent, ``"not run"`` when no record exists, ``"—"`` for what does not apply (literature rows, a value the
-paper does not report).
+absent, ``"unverified weights: <label>"`` (never a number) when the record's weights label says UNVERIFIED
+(random or unpublished weights, :func:`medsg_lib.metrics.weights.is_unverified`), ``"not run"`` when no record
+exists, ``"—"`` for what does not apply (literature rows, a value the paper does not report).
 """
 
 from __future__ import annotations
@@ -24,12 +25,14 @@ import pandas as pd
 
 from medsg_lib.config import CLASS_NAMES
 from medsg_lib.evaluate import REAL_BASELINE_MODEL
+from medsg_lib.files import ALL_CLASSES, write_text_atomic
+from medsg_lib.metrics.weights import is_unverified
 from medsg_lib.report import write_table
 
 DASH = "—"
 NOT_RUN = "not run"
-ALL = "all"
 MISSING_PREFIX = "missing weights: "
+UNVERIFIED_PREFIX = "unverified weights: "
 TABLE1_NOTES = """\
 Notes. FID lower is better, LPIPS higher is better. "FID paper" and "LPIPS paper" are copied from the paper
 (literature LPIPS rows are quoted there, not rerun). Our FID (pytorch-fid) is the standard TF-Inception FID; "FID
@@ -64,8 +67,8 @@ PAPER_TABLE1: tuple[PaperRow, ...] = (
 )
 # paper row -> the (model, class) of our records that reproduce it
 PAPER_ROW_KEYS: dict[str, tuple[str, str]] = {
-    "GAN": ("gan", ALL),
-    "DCGAN": ("dcgan", ALL),
+    "GAN": ("gan", ALL_CLASSES),
+    "DCGAN": ("dcgan", ALL_CLASSES),
     **{f"Med-StyleGAN2 ({c})": ("medsg", c) for c in CLASS_NAMES},
 }
 SOURCE_LABELS: dict[str, str] = {"paper": "paper", "literature": "literature, quoted", "ours": "ours"}
@@ -78,12 +81,11 @@ MODEL_LABELS: dict[str, str] = {
 
 
 def extra_rows() -> list[tuple[str, tuple[str, str]]]:
-    """(label, (model, class)) of our rows after the paper's: GAN and DCGAN per class, then the real floor."""
-    rows = [(f"{MODEL_LABELS[m]} ({c})", (m, c)) for m in ("gan", "dcgan") for c in CLASS_NAMES]
-    rows += [
-        (f"{MODEL_LABELS[REAL_BASELINE_MODEL]} ({c})", (REAL_BASELINE_MODEL, c)) for c in (*CLASS_NAMES, ALL)
-    ]
-    return rows
+    """(label, (model, class)) of our rows after the paper's: per class, each model of a paper row measured on
+    every class (GAN, DCGAN), then the real train-vs-test floor (written per class only)."""
+    whole_set = [m for m, c in PAPER_ROW_KEYS.values() if c == ALL_CLASSES]
+    models = [*whole_set, REAL_BASELINE_MODEL]
+    return [(f"{MODEL_LABELS[m]} ({c})", (m, c)) for m in models for c in CLASS_NAMES]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -114,12 +116,16 @@ def fmt_plain(rec: dict[str, Any]) -> str:
 
 
 def cell(rec: dict[str, Any] | None, fmt: Callable[[dict[str, Any]], str]) -> str:
-    """The text of one of our cells: "not run", "missing weights (<file>)", another status, or ``fmt(rec)``."""
+    """The text of one of our cells: "not run", "missing weights (<file>)", "unverified weights: <label>" (a
+    number from random or unpublished weights is never shown as one), another status, or ``fmt(rec)``."""
     if rec is None:
         return NOT_RUN
     status = rec.get("status") or "ok"
     if status.startswith(MISSING_PREFIX):
         return f"missing weights ({status[len(MISSING_PREFIX) :]})"
+    weights = str(rec.get("weights") or "")
+    if is_unverified(weights):
+        return f"{UNVERIFIED_PREFIX}{weights}"
     if rec.get("value") is None:
         return status
     return fmt(rec)
@@ -233,6 +239,5 @@ def write_table1(df: pd.DataFrame, results_dir: Path) -> list[Path]:
     ``table1.tex`` (``df.to_latex``); returns the three paths."""
     paths = write_table(df, Path(results_dir) / "table1", formats=("csv", "md", "tex"))
     md = next(p for p in paths if p.suffix == ".md")
-    with md.open("a", encoding="utf-8") as f:
-        f.write("\n" + TABLE1_NOTES)
+    write_text_atomic(md, md.read_text(encoding="utf-8") + "\n" + TABLE1_NOTES)
     return paths

@@ -2,7 +2,8 @@
 
 No pretrained file exists in the temporary TORCH_HOME and downloads are forbidden (a spy replaces
 ``torch.hub.download_url_to_file``), so the Inception and LPIPS records must say "missing weights" while the
-domain metrics (a fixed random projection as feature network) are computed.
+domain metrics (a fixed random projection as feature network) are computed. Model names in these tests are
+arbitrary identifiers: how a set is measured must follow its manifest, never the name.
 """
 
 from __future__ import annotations
@@ -18,18 +19,29 @@ import torch
 from PIL import Image
 from torch import nn
 
-from medsg_lib import evaluate
 from medsg_lib.config import DataConfig, MetricsConfig
 from medsg_lib.evaluate import (
     REAL_BASELINE_MODEL,
     EvalTarget,
-    bootstrap_skip_reason,
+    evaluate_images,
     evaluate_target,
-    real_images,
+    plan_targets,
     real_vs_real_baseline,
 )
-from medsg_lib.generate import GeneratedItem, manifest_rows, write_manifest
-from medsg_lib.metrics import REQUIRED_KEYS, features, read_records
+from medsg_lib.files import CONFIG_NAME, read_jsonl
+from medsg_lib.manifest import GeneratedItem, manifest_rows, write_manifest
+from medsg_lib.metrics import (
+    LPIPS_GROUP_PROTOCOL,
+    LPIPS_PAIRS_PROTOCOL,
+    REQUIRED_KEYS,
+    Comparison,
+    features,
+    registry,
+)
+from medsg_lib.metrics.cache import load_features, module_fingerprint, save_features
+from medsg_lib.metrics.registry import EvalOptions, lpips_protocol
+from medsg_lib.metrics.sources import generated_set, real_images
+from medsg_lib.metrics.values import bootstrap_skip_reason
 
 SIZE = 32
 NUM = 6  # images per class and split, and generated images per set
@@ -149,7 +161,7 @@ def test_offline_records_missing_weights_and_domain_metrics(
     assert kid["kid_subset_size"] == 4 and kid["std"] >= 0
     for rec in records:
         assert set(REQUIRED_KEYS) <= set(rec) and "value" in rec
-    assert read_records(tmp_path / "records.jsonl") == records
+    assert read_jsonl(tmp_path / "records.jsonl") == records
 
 
 def test_second_run_appends_and_hits_the_real_cache(
@@ -224,25 +236,63 @@ def test_real_vs_real_baseline(offline: list[str], data_cfg: DataConfig, tmp_pat
     assert 0.0 <= floor["value"] < cross["value"]
 
 
-def test_medsg_lpips_groups_with_random_weights(
-    offline: list[str], data_cfg: DataConfig, tmp_path: Path
-) -> None:
-    out_dir = tmp_path / "generated"
+def write_translations(out_dir: Path, num: int = NUM) -> list[GeneratedItem]:
+    """``num`` outputs of class COVID-19 in ``out_dir/covid``, two per source image, and their manifest."""
     items = [
         GeneratedItem(
             100_000 + i, "COVID-19", f"src{i // 2}.png", ("Non-COVID", "Normal")[i // 3], "latent", i % 2
         )
-        for i in range(NUM)
+        for i in range(num)
     ]
-    write_pngs(out_dir / "covid", NUM, mean=80, seed=3, names=[f"{it.seed:06d}.png" for it in items])
+    write_pngs(out_dir / "covid", num, mean=80, seed=3, names=[f"{it.seed:06d}.png" for it in items])
+    write_manifest(
+        out_dir, manifest_rows(items, {"model": "translator", "checkpoint": "c", "checkpoint_sha256": "0"})
+    )
+    return items
+
+
+def write_noise_samples(out_dir: Path, num: int = NUM) -> None:
+    """``num`` samples of class COVID-19 without source images (a noise-to-image model) and their manifest."""
+    items = [GeneratedItem(200_000 + i, "COVID-19", None, None, "noise", None) for i in range(num)]
+    write_pngs(out_dir / "covid", num, mean=80, seed=3, names=[f"{it.seed:06d}.png" for it in items])
     write_manifest(
         out_dir, manifest_rows(items, {"model": "medsg", "checkpoint": "c", "checkpoint_sha256": "0"})
     )
+
+
+def test_lpips_protocol_follows_the_manifest(tmp_path: Path) -> None:
+    """Source images in the manifest => groups per source image; none, or no manifest => random pairs."""
+    write_translations(tmp_path / "translations")
+    write_noise_samples(tmp_path / "noise")  # its manifest even says model "medsg": the data decides
+    write_pngs(tmp_path / "loose" / "covid", NUM, mean=80, seed=3)
+    translations = generated_set(tmp_path / "translations" / "covid", "COVID-19")
+    assert translations.image_to_image and len(translations) == NUM
+    assert translations.source_images == (
+        "src0.png",
+        "src0.png",
+        "src1.png",
+        "src1.png",
+        "src2.png",
+        "src2.png",
+    )
+    assert translations.source_classes == ("Non-COVID",) * 3 + ("Normal",) * 3
+    assert lpips_protocol(translations) == LPIPS_GROUP_PROTOCOL
+    for folder in ("noise", "loose"):
+        samples = generated_set(tmp_path / folder / "covid", "COVID-19")
+        assert not samples.image_to_image and samples.source_classes is None
+        assert lpips_protocol(samples) == LPIPS_PAIRS_PROTOCOL
+
+
+def test_lpips_groups_from_the_manifest_with_random_weights(
+    offline: list[str], data_cfg: DataConfig, tmp_path: Path
+) -> None:
+    out_dir = tmp_path / "generated"
+    write_translations(out_dir)
     cfg = MetricsConfig(
         fid_protocols=(), kid_subsets=3, kid_subset_size=4, bootstrap=0, allow_random_weights=True
     )
     records = run(
-        EvalTarget("medsg", "COVID-19", out_dir / "covid", "c"),
+        EvalTarget("dcgan", "COVID-19", out_dir / "covid", "c"),
         data_cfg,
         tmp_path,
         CountingProjection(),
@@ -250,24 +300,25 @@ def test_medsg_lpips_groups_with_random_weights(
     )
     (lpips,) = [r for r in records if r["metric"] == "lpips"]
     assert lpips["status"] == "ok" and lpips["value"] > 0
+    assert lpips["protocol"] == LPIPS_GROUP_PROTOCOL and lpips["model"] == "dcgan"
     assert (lpips["num_groups"], lpips["n_fake"]) == (3, NUM)
     assert "UNVERIFIED" in lpips["weights"]
     assert by_metric(records)[("fd_proj", "domain:proj")]["ci_note"] == "no CI: MetricsConfig.bootstrap is 0"
     assert offline == []
 
 
-def test_baseline_lpips_over_random_pairs(
+def test_lpips_over_random_pairs_without_sources(
     offline: list[str], data_cfg: DataConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(evaluate, "LPIPS_NUM_PAIRS", 20)  # 1000 pairs take ~10 s here
+    monkeypatch.setattr(registry, "LPIPS_NUM_PAIRS", 20)  # 1000 pairs take ~10 s here
     fake_dir = tmp_path / "fakes"
     write_pngs(fake_dir, NUM, mean=100, seed=5)
     cfg = MetricsConfig(fid_protocols=(), kid_subsets=3, kid_subset_size=4, allow_random_weights=True)
     records = run(
-        EvalTarget("dcgan", "all", fake_dir, "c"), data_cfg, tmp_path, CountingProjection(), metrics_cfg=cfg
+        EvalTarget("medsg", "all", fake_dir, "c"), data_cfg, tmp_path, CountingProjection(), metrics_cfg=cfg
     )
     (lpips,) = [r for r in records if r["metric"] == "lpips"]
-    assert lpips["protocol"] == evaluate.LPIPS_PAIRS_PROTOCOL and lpips["value"] > 0
+    assert lpips["protocol"] == LPIPS_PAIRS_PROTOCOL and lpips["value"] > 0
     assert (lpips["num_pairs"], lpips["n_fake"], lpips["n_real"]) == (20, NUM, 0)
 
 
@@ -281,7 +332,7 @@ def test_paper_protocol_is_the_mean_over_source_classes(
         extractor = features.build_extractor("domain", feature_fn=net, name="proj", img_size=SIZE)
         return dataclasses.replace(extractor, protocol=protocol, metric="fid")
 
-    monkeypatch.setattr(evaluate, "build_extractor", fake_inception)
+    monkeypatch.setattr(registry, "build_extractor", fake_inception)
     out_dir = tmp_path / "generated"
     items = [
         GeneratedItem(100_000 + i, "COVID-19", f"s{i}.png", ("Non-COVID", "Normal")[i % 2], "latent", 0)
@@ -290,13 +341,11 @@ def test_paper_protocol_is_the_mean_over_source_classes(
     write_pngs(out_dir / "covid", 4, mean=80, seed=3, names=[f"{it.seed:06d}.png" for it in items[::2]])
     write_pngs(out_dir / "covid", 4, mean=200, seed=4, names=[f"{it.seed:06d}.png" for it in items[1::2]])
     write_manifest(
-        out_dir, manifest_rows(items, {"model": "medsg", "checkpoint": "c", "checkpoint_sha256": "0"})
+        out_dir, manifest_rows(items, {"model": "translator", "checkpoint": "c", "checkpoint_sha256": "0"})
     )
     cfg = MetricsConfig(kid_subsets=3, kid_subset_size=4, bootstrap=0)
     got = by_metric(
-        run(
-            EvalTarget("medsg", "COVID-19", out_dir / "covid", "c"), data_cfg, tmp_path, None, metrics_cfg=cfg
-        )
+        run(EvalTarget("gan", "COVID-19", out_dir / "covid", "c"), data_cfg, tmp_path, None, metrics_cfg=cfg)
     )
     paper, pooled = got[("fid", "paper")], got[("fid", "pytorch-fid")]
     assert paper["aggregation"] == "mean over source classes" and pooled["aggregation"] == "pooled"
@@ -327,14 +376,98 @@ def test_real_images_of_one_class_and_all(data_cfg: DataConfig) -> None:
 
 
 def test_bad_targets() -> None:
-    with pytest.raises(
-        ValueError, match=r"EvalTarget.model='vae' is not allowed; choose one of medsg, dcgan, gan"
-    ):
-        EvalTarget("vae", "Normal", Path("x"), "c")
-    with pytest.raises(ValueError, match=r"EvalTarget.target_class='normal' is not allowed"):
+    for model in ("", "two words", "a/b"):
+        with pytest.raises(ValueError) as err:
+            EvalTarget(model, "Normal", Path("x"), "c")
+        assert str(err.value) == (
+            f"EvalTarget.model={model!r} must be a non-empty identifier (a model family's name)"
+        )
+    with pytest.raises(ValueError) as err:
         EvalTarget("gan", "normal", Path("x"), "c")
-    with pytest.raises(ValueError, match=r"Med-StyleGAN2 is evaluated per class"):
-        EvalTarget("medsg", "all", Path("x"), "c")
+    assert str(err.value) == (
+        "EvalTarget.target_class='normal' is not allowed; "
+        "choose one of 'COVID-19', 'Non-COVID', 'Normal', 'all'"
+    )
+    # any family name is provenance only, and any family may be evaluated on every class
+    assert EvalTarget("vae", "all", "x", 7) == EvalTarget("vae", "all", Path("x"), "7")
+    assert EvalTarget("medsg", "all", Path("x"), "c").target_class == "all"
+
+
+def test_eval_options_validation_messages() -> None:
+    with pytest.raises(ValueError) as err:
+        EvalOptions(MetricsConfig(fid_protocols=("pytorch-fid", "clean-fid", "domain")))
+    assert str(err.value) == (
+        "MetricsConfig.fid_protocols has ['clean-fid', 'domain']; choose from pytorch-fid, paper "
+        "(domain features are passed as feature_fn)"
+    )
+    with pytest.raises(ValueError) as err:
+        EvalOptions(MetricsConfig(), feature_fn=CountingProjection(), feature_name="my net")
+    assert str(err.value) == "feature_name='my net' must be an identifier (it names metrics fd_<name>)"
+    assert EvalOptions(MetricsConfig(), feature_name="my net").feature_fn is None  # unused name: no check
+    options = EvalOptions(MetricsConfig(), cache_dir="somewhere")
+    assert (
+        options.cache_dir == Path("somewhere") and options.bootstrap_budget_s == registry.BOOTSTRAP_BUDGET_S
+    )
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        options.device = "cuda"  # type: ignore[misc]
+
+
+def test_wrappers_validate_options_before_reading_anything(data_cfg: DataConfig, tmp_path: Path) -> None:
+    bad = MetricsConfig(fid_protocols=("fid",))
+    with pytest.raises(ValueError, match=r"MetricsConfig.fid_protocols has \['fid'\]"):
+        evaluate_target(EvalTarget("gan", "Normal", tmp_path / "absent", "c"), data_cfg, bad, tmp_path / "r")
+    with pytest.raises(TypeError, match="unexpected keyword argument 'feature_nam'"):
+        real_vs_real_baseline("Normal", data_cfg, MetricsConfig(), tmp_path / "r", feature_nam="x")
+    assert not (tmp_path / "r").exists()
+
+
+def test_registry_unknown_metric_is_refused_before_any_record(data_cfg: DataConfig, tmp_path: Path) -> None:
+    assert list(registry.METRICS) == ["inception", "domain", "lpips"]
+    real = real_images(data_cfg, "train", "Normal")
+    comparison = Comparison("gan", "Normal", "-", 0, tmp_path / "records.jsonl")
+    options = EvalOptions(
+        MetricsConfig(fid_protocols=()), feature_fn=CountingProjection(), feature_name="proj"
+    )
+    with pytest.raises(ValueError) as err:
+        evaluate_images(comparison, real, real, options, ["domain", "fid", "is"])
+    assert str(err.value) == "unknown metric(s) ['fid', 'is']; choose from inception, domain, lpips"
+    assert not (tmp_path / "records.jsonl").exists()
+    with pytest.raises(ValueError, match="metric 'lpips' measures the diversity of a generated set"):
+        evaluate_images(comparison, real, real, options, ["lpips"])
+    domain_only = evaluate_images(comparison, real, real, options, ["domain"])
+    assert [r["metric"] for r in domain_only] == [
+        "fd_proj",
+        "kid_proj",
+        "precision",
+        "recall",
+        "density",
+        "coverage",
+    ]
+    no_net = dataclasses.replace(options, feature_fn=None)
+    assert evaluate_images(comparison, real, real, no_net, ["inception", "domain"]) == []
+
+
+def test_plan_targets_follow_the_class_folders(tmp_path: Path) -> None:
+    def run_dir(name: str, model: str, slugs: list[str], sha: bool = True) -> None:
+        info = {"train": {"model": model, "target_class": "all"}, "checkpoint": f"{name}.pt"}
+        if sha:
+            info["checkpoint_sha256"] = f"sha-{name}"
+        (tmp_path / name).mkdir()
+        (tmp_path / name / CONFIG_NAME).write_text(json.dumps(info))
+        for slug in slugs:
+            write_pngs(tmp_path / name / slug, 1, mean=100, seed=0)
+
+    run_dir("zeta", "newfamily", ["all", "normal", "covid"])  # any family, any mix of class folders
+    run_dir("alpha", "medsg", ["non_covid"], sha=False)
+    (tmp_path / "zeta" / "non_covid").mkdir()  # an empty class folder: nothing to evaluate
+    (tmp_path / "stray").mkdir()  # no config.json: not a generated set
+    got = [(t.model, t.target_class, t.fake_dir.name, t.checkpoint) for t in plan_targets(tmp_path)]
+    assert got == [
+        ("medsg", "Non-COVID", "non_covid", "alpha.pt"),
+        ("newfamily", "COVID-19", "covid", "sha-zeta"),
+        ("newfamily", "Normal", "normal", "sha-zeta"),
+        ("newfamily", "all", "all", "sha-zeta"),
+    ]
 
 
 def test_records_are_json_lines(offline: list[str], data_cfg: DataConfig, tmp_path: Path) -> None:
@@ -352,7 +485,19 @@ def test_module_fingerprint_follows_the_state_dict() -> None:
         return nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2))  # has a 0-d buffer (num_batches_tracked)
 
     a, b = net(), net()
-    assert evaluate.module_fingerprint(a) == evaluate.module_fingerprint(b)
+    assert module_fingerprint(a) == module_fingerprint(b)
     with torch.no_grad():
         b[0].bias[0] += 1e-3
-    assert evaluate.module_fingerprint(a) != evaluate.module_fingerprint(b)
+    assert module_fingerprint(a) != module_fingerprint(b)
+
+
+def test_features_cache_round_trip_and_key_check(tmp_path: Path) -> None:
+    path = tmp_path / "cache" / "features-0123.npz"
+    assert load_features(path, '{"k": 1}') is None
+    feats = np.arange(6, dtype=np.float32).reshape(3, 2)
+    save_features(path, '{"k": 1}', feats)
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # atomic: no temporary file left
+    np.testing.assert_array_equal(load_features(path, '{"k": 1}'), feats)
+    with pytest.raises(ValueError) as err:
+        load_features(path, '{"k": 2}')
+    assert str(err.value) == f'features cache {path} holds key {{"k": 1}}, expected {{"k": 2}}; delete it'

@@ -135,6 +135,7 @@ def test_cached_stats_computes_once(tmp_path: Path) -> None:
     np.testing.assert_array_equal(first.cov, second.cov)
     fid.cached_stats(key | {"weights": "other"}, compute, tmp_path)
     assert len(calls) == 2 and len(list(tmp_path.glob("stats-*.npz"))) == 2
+    assert len(list(tmp_path.iterdir())) == 2  # written atomically: no temporary file left behind
     with pytest.raises(
         ValueError, match=r"stats cache key is missing split, weights \(required: dataset, split"
     ):

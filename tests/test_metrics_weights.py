@@ -16,8 +16,16 @@ import numpy as np
 import pytest
 import torch
 
+from medsg_lib import files
+from medsg_lib.files import file_sha256, read_jsonl
 from medsg_lib.metrics import records, weights
-from medsg_lib.metrics.weights import MissingWeightsError, WeightsError, resolve_weights, weights_label
+from medsg_lib.metrics.weights import (
+    MissingWeightsError,
+    WeightsError,
+    is_unverified,
+    resolve_weights,
+    weights_label,
+)
 
 SPEC = weights.WEIGHTS["pt_inception"]
 
@@ -49,7 +57,7 @@ def hub_file(tmp_path: Path, spec: weights.WeightsSpec = SPEC) -> Path:
 
 def accept_file(monkeypatch: pytest.MonkeyPatch, name: str, path: Path, prefix: bool = False) -> None:
     """Make ``path`` the published file of ``name`` by replacing the spec's sha256 with its actual hash."""
-    actual = weights.file_sha256(path)
+    actual = file_sha256(path)
     spec = dataclasses.replace(weights.WEIGHTS[name], sha256=actual[:8] if prefix else actual)
     monkeypatch.setitem(weights.WEIGHTS, name, spec)
 
@@ -62,10 +70,7 @@ def test_found_in_torch_home_and_verified(tmp_path: Path, offline: list[str], mo
     path = write_file(hub_file(tmp_path))
     accept_file(monkeypatch, "pt_inception", path)
     assert resolve_weights("pt_inception") == path
-    assert (
-        weights_label("pt_inception", path)
-        == f"pt_inception sha256:{weights.file_sha256(path)[:8]} (verified)"
-    )
+    assert weights_label("pt_inception", path) == f"pt_inception sha256:{file_sha256(path)[:8]} (verified)"
     assert offline == []
 
 
@@ -100,7 +105,7 @@ def test_explicit_path_missing_is_an_error(tmp_path: Path, offline: list[str]) -
 
 def test_wrong_hash_exact_message(tmp_path: Path, offline: list[str]) -> None:
     path = write_file(hub_file(tmp_path), b"random bytes")
-    actual = weights.file_sha256(path)
+    actual = file_sha256(path)
     expected = (
         f"sha256 mismatch for '{SPEC.file_name}' at {path}: expected {SPEC.sha256}, got {actual}. "
         f"The file is corrupt or not the published one; delete it and fetch it again from {SPEC.url}"
@@ -171,18 +176,19 @@ def test_unknown_name() -> None:
 
 def test_hash_cached_per_path_size_mtime(tmp_path: Path, monkeypatch) -> None:
     calls = []
-    real_sha256 = weights.hashlib.sha256
+    real_sha256 = files.file_sha256
 
-    def counting_sha256(*args: object):
-        calls.append(1)
-        return real_sha256(*args)
+    def counting_sha256(path: Path) -> str:
+        calls.append(path)
+        return real_sha256(path)
 
-    monkeypatch.setattr(weights.hashlib, "sha256", counting_sha256)
+    monkeypatch.setattr(files, "file_sha256", counting_sha256)
     path = write_file(tmp_path / "f.bin", b"abc")
-    first = weights.file_sha256(path)
-    assert weights.file_sha256(path) == first and len(calls) == 1
+    first = weights.cached_sha256(path)
+    assert first == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"  # sha256("abc")
+    assert weights.cached_sha256(path) == first and len(calls) == 1
     write_file(path, b"abcd")  # new size (and mtime): hashed again
-    assert weights.file_sha256(path) != first and len(calls) == 2
+    assert weights.cached_sha256(path) != first and len(calls) == 2
 
 
 def test_weights_label_unverified(tmp_path: Path) -> None:
@@ -190,6 +196,15 @@ def test_weights_label_unverified(tmp_path: Path) -> None:
     label = weights_label("pt_inception", path)
     assert label.startswith("pt_inception sha256:ba7816bf UNVERIFIED")  # sha256("abc")
     assert weights_label("alexnet", None) == "alexnet random init (UNVERIFIED random weights)"
+    assert is_unverified(label) and is_unverified(weights_label("alexnet", None))
+
+
+def test_is_unverified_only_for_unverified_labels(tmp_path: Path, monkeypatch) -> None:
+    path = write_file(tmp_path / "f.bin", b"abc")
+    accept_file(monkeypatch, "pt_inception", path)
+    assert not is_unverified(weights_label("pt_inception", path))  # "... (verified)"
+    assert not is_unverified("classifier sha256:15b97fcf18bea81d")  # a domain network's provenance
+    assert not is_unverified("missing: pt_inception-2015-12-05-6726825d.pth")
 
 
 # records ------------------------------------------------------------------------------------------
@@ -224,7 +239,7 @@ def test_record_round_trip_with_provenance(tmp_path: Path) -> None:
     path = tmp_path / "sub" / "metrics.jsonl"
     first = records.append_record(path, full_record(value=np.float64(12.5), n_real=np.int64(6)))
     second = records.append_record(path, full_record(metric="kid", value=0.25, std=0.01))
-    back = records.read_records(path)
+    back = read_jsonl(path)
     assert back == [first, second]
     assert back[0]["value"] == 12.5 and back[0]["n_real"] == 6
     assert set(back[0]["versions"]) == {"torch", "torchvision", "pytorch-fid", "lpips", "medsg"}

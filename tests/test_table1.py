@@ -8,7 +8,16 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from medsg_lib.table1 import PAPER_TABLE1, build_table1, write_table1
+from medsg_lib.metrics.weights import weights_label
+from medsg_lib.table1 import (
+    PAPER_TABLE1,
+    build_table1,
+    cell,
+    extra_rows,
+    fmt_plain,
+    fmt_value_ci,
+    write_table1,
+)
 
 PAPER_ORDER = [
     "GAN",
@@ -150,3 +159,41 @@ def test_write_table1(records: list[dict[str, Any]], tmp_path: Path) -> None:
     assert "Notes." in md
     tex = (tmp_path / "results" / "table1.tex").read_text()
     assert "\\begin{tabular}" in tex and "2446.535" in tex and "95\\% CI" in tex
+
+
+def test_unverified_weights_never_show_a_number(records: list[dict[str, Any]]) -> None:
+    """A record computed with random weights (MetricsConfig.allow_random_weights) carries a weights label
+    that says UNVERIFIED: its cell names the label instead of the number."""
+    random_label = f"{weights_label('pt_inception', None)}, seed 0"  # as features.load_weights labels it
+    assert cell(
+        rec("medsg", "Normal", "fid", "pytorch-fid", 61.2, weights="ok sha256:1 (verified)"), fmt_plain
+    ) == ("61.200")
+    random_fid = rec(
+        "medsg", "Normal", "fid", "pytorch-fid", 61.2, weights=random_label, ci_low=1.0, ci_high=2.0
+    )
+    assert cell(random_fid, fmt_value_ci) == (
+        "unverified weights: pt_inception random init (UNVERIFIED random weights), seed 0"
+    )
+    random_lpips = rec(
+        "gan",
+        "all",
+        "lpips",
+        "lpips-alex-v0.1: pairs",
+        0.3,
+        weights=f"{weights_label('alexnet', None)}, seed 0",
+    )
+    df = build_table1([*records, random_fid, random_lpips])
+    normal, gan = row(df, "Med-StyleGAN2 (Normal)"), row(df, "GAN")
+    assert normal["FID (pytorch-fid) [95% CI]"].startswith("unverified weights: pt_inception random init")
+    assert "61.2" not in normal["FID (pytorch-fid) [95% CI]"]
+    assert (
+        gan["LPIPS (ours)"] == "unverified weights: alexnet random init (UNVERIFIED random weights), seed 0"
+    )
+    assert normal["KID x1e3 (pytorch-fid)"] == "12.300 ± 0.400"  # verified records keep their numbers
+
+
+def test_extra_rows_are_the_rows_that_are_written() -> None:
+    labels = [label for label, _ in extra_rows()]
+    assert labels[:3] == ["GAN (COVID-19)", "GAN (Non-COVID)", "GAN (Normal)"]
+    assert labels[3:6] == ["DCGAN (COVID-19)", "DCGAN (Non-COVID)", "DCGAN (Normal)"]
+    assert labels[6:] == [f"Real train vs real test ({c})" for c in ("COVID-19", "Non-COVID", "Normal")]

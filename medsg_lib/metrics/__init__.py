@@ -5,7 +5,15 @@ records.
 - ``features``: feature extractors per protocol (``build_extractor``, ``extract_features``).
 - ``fid``: ``frechet_distance``, ``RunningStats``, bootstrap interval, folder FID, real-set stats cache.
 - ``kid`` (import ``medsg_lib.metrics.kid.kid``), ``lpips_div``, ``prdc_metric``: the other metrics.
-- ``records``: JSON-lines metric records with provenance (``append_record``, ``read_records``).
+- ``records``: JSON-lines metric records with provenance (``append_record``, ``Comparison``); read them back
+  with ``medsg_lib.files.read_jsonl``.
+
+What an evaluation composes (import from the modules; they read data sets and manifests):
+
+- ``sources``: the image sets compared (``RealImages``, ``GeneratedSet``).
+- ``cache``: their features, the real side cached on disk (``image_features``).
+- ``values``: metric values as pure functions of features (bootstrap rule, KID, PRDC, mean over sources).
+- ``registry``: metric name -> function appending records (``METRICS``), all taking one ``EvalOptions``.
 """
 
 from medsg_lib.metrics.features import (
@@ -38,12 +46,14 @@ from medsg_lib.metrics.lpips_div import (
     lpips_pairs,
 )
 from medsg_lib.metrics.prdc_metric import prdc
-from medsg_lib.metrics.records import REQUIRED_KEYS, append_record, read_records
+from medsg_lib.metrics.records import REQUIRED_KEYS, Comparison, append_record
 from medsg_lib.metrics.weights import (
+    UNVERIFIED,
     WEIGHTS,
     MissingWeightsError,
     WeightsError,
     WeightsSpec,
+    is_unverified,
     resolve_weights,
     weights_label,
 )
@@ -53,7 +63,9 @@ __all__ = [
     "LPIPS_PAIRS_PROTOCOL",
     "PROTOCOLS",
     "REQUIRED_KEYS",
+    "UNVERIFIED",
     "WEIGHTS",
+    "Comparison",
     "FeatureExtractor",
     "LpipsModel",
     "MissingWeightsError",
@@ -77,9 +89,9 @@ __all__ = [
     "lpips_pairs",
     "prdc",
     "random_state_dict",
-    "read_records",
     "resolve_weights",
     "tensor_to_pil",
     "to_uint8",
+    "is_unverified",
     "weights_label",
 ]

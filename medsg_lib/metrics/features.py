@@ -140,8 +140,9 @@ def list_image_files(root: Path) -> list[Path]:
     return files
 
 
-def load_image(path: Path) -> Image.Image:
-    """Open one image file and read it fully, mode as stored (``prepare`` converts, as pytorch-fid does)."""
+def load_pil_image(path: Path) -> Image.Image:
+    """Open one image file and read it fully as a PIL image, mode as stored (``prepare`` converts, as
+    pytorch-fid does). Not :func:`medsg_lib.data.transforms.load_image`, which decodes to a uint8 array."""
     with Image.open(path) as img:
         img.load()
         return img.copy()
@@ -168,7 +169,7 @@ def iter_image_batches(source: ImageSource, batch_size: int) -> Iterator[list[Im
     if isinstance(source, Sequence) and source and isinstance(source[0], str | Path):
         files = [Path(p) for p in source]
         for start in range(0, len(files), batch_size):
-            yield [load_image(p) for p in files[start : start + batch_size]]
+            yield [load_pil_image(p) for p in files[start : start + batch_size]]
         return
     for item in source:
         x = _first_tensor(item)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 from scipy import linalg
 
+from medsg_lib.files import write_atomic
 from medsg_lib.metrics.features import FeatureExtractor, ImageSource, build_extractor, iter_features
 
 STATS_KEY_FIELDS: tuple[str, ...] = ("dataset", "split", "class", "img_size", "protocol", "weights")
@@ -251,8 +251,5 @@ def cached_stats(key: dict, compute: Callable[[], RunningStats], cache_dir: Path
                 raise ValueError(f"stats cache {path} holds key {data['key']}, expected {key_json}")
             return RunningStats.from_moments(data["mean"], data["cov"], int(data["n"]))
     stats = compute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, mean=stats.mean, cov=stats.cov, n=stats.n, key=key_json)
-    os.replace(tmp, path)
+    write_atomic(path, lambda f: np.savez(f, mean=stats.mean, cov=stats.cov, n=stats.n, key=key_json))
     return stats

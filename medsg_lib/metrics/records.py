@@ -1,18 +1,23 @@
 """Metric records: one JSON object per line, with its options and provenance (as NVlabs' metric-*.jsonl).
 
 Every record names what was measured and how (``REQUIRED_KEYS``); :func:`append_record` adds the time and the
-library versions, so a number never travels without its protocol, feature network and weights label.
+library versions, so a number never travels without its protocol, feature network and weights label. A
+:class:`Comparison` holds the provenance fields that every record of one evaluation shares. Read records back
+with :func:`medsg_lib.files.read_jsonl`.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from medsg_lib.files import append_jsonl
 
 REQUIRED_KEYS: tuple[str, ...] = (
     "metric",  # "fid", "kid", "lpips", "fd_<name>", "precision", ...
@@ -27,6 +32,7 @@ REQUIRED_KEYS: tuple[str, ...] = (
     "seed",
 )
 VERSIONED_PACKAGES: tuple[str, ...] = ("torch", "torchvision", "pytorch-fid", "lpips", "medsg")
+STATUS_OK = "ok"
 
 
 def library_versions() -> dict[str, str]:
@@ -51,10 +57,12 @@ def _to_json(obj: Any) -> Any:
 
 
 def append_record(path: Path, record: dict[str, Any]) -> dict[str, Any]:
-    """Append ``record`` plus provenance as one JSON line to ``path`` (created with its folder); return it.
+    """Append ``record`` plus provenance as one JSON line to ``path`` (created with its folder); return it as
+    read back (plain JSON values).
 
-    Adds ``timestamp`` (UTC, ISO 8601) and ``versions`` unless present. Raises ValueError naming the missing
-    keys of ``REQUIRED_KEYS``.
+    Adds ``timestamp`` (UTC, ISO 8601) and ``versions`` unless present. Numpy scalars and arrays and paths
+    become JSON values. Raises ValueError naming the missing keys of ``REQUIRED_KEYS``, TypeError naming a
+    value JSON cannot hold.
     """
     missing = [k for k in REQUIRED_KEYS if k not in record]
     if missing:
@@ -62,15 +70,37 @@ def append_record(path: Path, record: dict[str, Any]) -> dict[str, Any]:
     full = dict(record)
     full.setdefault("timestamp", datetime.now(UTC).isoformat(timespec="seconds"))
     full.setdefault("versions", library_versions())
-    line = json.dumps(full, default=_to_json, sort_keys=False)
+    plain = json.loads(json.dumps(full, default=_to_json))  # numpy, paths -> JSON values
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as f:
-        f.write(line + "\n")
-    return json.loads(line)
+    append_jsonl(path, plain)
+    return plain
 
 
-def read_records(path: Path) -> list[dict[str, Any]]:
-    """All records of a JSON-lines file, in order (blank lines skipped)."""
-    with Path(path).open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+@dataclass(frozen=True)
+class Comparison:
+    """What is compared: the provenance fields every record of one evaluation shares, and where they go.
+
+    ``extra``: further shared fields, e.g. ``(("fake_dir", ...), ("real_split", "train"))``.
+    """
+
+    model: str
+    target_class: str
+    checkpoint: str
+    seed: int
+    records_path: Path
+    extra: tuple[tuple[str, Any], ...] = ()
+
+    def append(self, **fields: Any) -> dict[str, Any]:
+        """Append one record: the shared fields (``status`` "ok" unless ``fields`` says otherwise), then
+        ``fields`` in their order; returns it (:func:`append_record`)."""
+        record = {
+            "class": self.target_class,
+            "model": self.model,
+            "checkpoint": self.checkpoint,
+            "seed": self.seed,
+            "status": STATUS_OK,
+            **dict(self.extra),
+            **fields,
+        }
+        return append_record(self.records_path, record)

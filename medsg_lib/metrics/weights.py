@@ -10,16 +10,16 @@ for it in this order and returns the first hit:
 4. a download into that cache with :func:`torch.hub.download_url_to_file`, when allowed.
 
 Whatever is found is checked against the published sha256 (full hash, or the 8-digit prefix torchvision puts
-in its file names) unless ``verify=False``. Hashes are cached per ``(path, size, mtime)``, so a 100 MB file is
-hashed once per process.
+in its file names) unless ``verify=False``. Hashes (:func:`medsg_lib.files.file_sha256`) are cached per
+``(path, size, mtime)``, so a 100 MB file is hashed once per process.
 
 Tests write random-valued state dicts under the published file names and pass ``verify=False``; every number
-computed from such a file carries the label of :func:`weights_label`, which then says ``UNVERIFIED``.
+computed from such a file carries the label of :func:`weights_label`, which then says :data:`UNVERIFIED`
+(:func:`is_unverified`): such a number is not comparable to anything and tables must not show it as one.
 """
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import os
 from dataclasses import dataclass
@@ -27,7 +27,10 @@ from pathlib import Path
 
 import torch
 
+from medsg_lib import files
+
 WEIGHTS_DIR_ENV = "MEDSG_WEIGHTS_DIR"
+UNVERIFIED = "UNVERIFIED"  # in every weights label of random or unpublished weights (weights_label)
 
 
 @dataclass(frozen=True)
@@ -102,17 +105,14 @@ def hub_checkpoints_dir() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
-def file_sha256(path: Path) -> str:
-    """sha256 hex digest of ``path``, computed once per ``(path, size, mtime)`` in this process."""
+def cached_sha256(path: Path) -> str:
+    """:func:`medsg_lib.files.file_sha256` of ``path``, computed once per ``(path, size, mtime)`` in this
+    process (a weights file is hashed to verify it and again to label it)."""
     path = Path(path).resolve()
     st = path.stat()
     key = (str(path), st.st_size, st.st_mtime_ns)
     if key not in _HASH_CACHE:
-        digest = hashlib.sha256()
-        with path.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        _HASH_CACHE[key] = digest.hexdigest()
+        _HASH_CACHE[key] = files.file_sha256(path)
     return _HASH_CACHE[key]
 
 
@@ -123,7 +123,7 @@ def hash_matches(spec: WeightsSpec, actual: str) -> bool:
 
 def verify_weights(spec: WeightsSpec, path: Path) -> None:
     """Raise :class:`WeightsError` naming the file, expected and actual hash when ``path`` is not the file."""
-    actual = file_sha256(path)
+    actual = cached_sha256(path)
     if not hash_matches(spec, actual):
         expected = f"{spec.sha256} (prefix)" if spec.is_prefix else spec.sha256
         raise WeightsError(
@@ -213,8 +213,16 @@ def weights_label(name: str, path: Path | None) -> str:
     """
     spec = get_spec(name)
     if path is None:
-        return f"{spec.name} random init (UNVERIFIED random weights)"
-    actual = file_sha256(Path(path))
+        return f"{spec.name} random init ({UNVERIFIED} random weights)"
+    actual = cached_sha256(Path(path))
     if hash_matches(spec, actual):
         return f"{spec.name} sha256:{actual[:8]} (verified)"
-    return f"{spec.name} sha256:{actual[:8]} UNVERIFIED (not the published file: unverified random weights?)"
+    return (
+        f"{spec.name} sha256:{actual[:8]} {UNVERIFIED} (not the published file: unverified random weights?)"
+    )
+
+
+def is_unverified(label: str) -> bool:
+    """True when a weights label (a record's ``weights``) says :data:`UNVERIFIED`: random weights or a file
+    that is not the published one (:func:`weights_label`, ``MetricsConfig.allow_random_weights``)."""
+    return UNVERIFIED in label
