@@ -18,19 +18,20 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+from pytorch_grad_cam import GradCAM
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from torch import nn
 
-matplotlib.use("Agg", force=False)
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-from pytorch_grad_cam import GradCAM  # noqa: E402
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
-from torch import nn  # noqa: E402
-
-from medsg_lib.config import CLASS_NAMES  # noqa: E402
-from medsg_lib.models.classifier import target_layer  # noqa: E402
+from medsg_lib.config import CLASS_NAMES
+from medsg_lib.data import load_image, load_mask, preprocess, to_tensor
+from medsg_lib.data.summary import pick_examples
+from medsg_lib.files import MANIFEST_NAME
+from medsg_lib.manifest import read_manifest
+from medsg_lib.models.classifier import target_layer
 
 _FLAT = 1e-12  # a map whose range is below this carries no location: it becomes all zeros
 
@@ -292,9 +293,6 @@ class CamInputs:
 
 def real_cam_inputs(records: Sequence, img_size: int, per_class: int, seed: int = 0) -> CamInputs:
     """Up to ``per_class`` real images per class (reproducible pick) with their lung and infection masks."""
-    from medsg_lib.data import load_image, load_mask, preprocess, to_tensor
-    from medsg_lib.data.summary import pick_examples
-
     chosen = pick_examples(records, per_class, seed)
     empty = np.zeros((img_size, img_size), bool)
     x = torch.stack([to_tensor(preprocess(load_image(r.image_path, 1), img_size)) for r in chosen])
@@ -309,9 +307,6 @@ def generated_cam_inputs(gen_dir: Path, img_size: int, per_class: int) -> CamInp
     """Up to ``per_class`` Med-StyleGAN2 images per class (lowest seeds) from ``gen_dir`` (a folder written by
     :func:`medsg_lib.generate.generate`). A translation keeps the anatomy of its source image, so the source's
     lung mask stands in for the generated image's; generated lesions have no mask (infection metrics NaN)."""
-    from medsg_lib.data import load_image, preprocess, to_tensor
-    from medsg_lib.generate import read_manifest
-
     manifest = read_manifest(gen_dir)
     rows = [
         row
@@ -320,7 +315,7 @@ def generated_cam_inputs(gen_dir: Path, img_size: int, per_class: int) -> CamInp
     ]
     if not rows:
         raise FileNotFoundError(
-            f"no generated images listed in {gen_dir}/manifest.csv: run notebook 03 first"
+            f"no generated images listed in {gen_dir}/{MANIFEST_NAME}: run notebook 03 first"
         )
     x = torch.stack([to_tensor(preprocess(load_image(Path(gen_dir) / r["file"], 1), img_size)) for r in rows])
     lung = np.stack([_source_lung_mask(r["source_image"], img_size) for r in rows])
@@ -331,8 +326,6 @@ def generated_cam_inputs(gen_dir: Path, img_size: int, per_class: int) -> CamInp
 def _source_lung_mask(source_image: object, img_size: int) -> np.ndarray:
     """The lung mask beside a COVID-QU-Ex-layout source image (``.../images/NAME`` -> ``.../lung masks/NAME``),
     or an all-False mask when there is none (then the lung metrics of that image are 0)."""
-    from medsg_lib.data import load_mask
-
     if not isinstance(source_image, str) or not source_image:
         return np.zeros((img_size, img_size), bool)
     path = Path(source_image)

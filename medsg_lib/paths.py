@@ -1,7 +1,7 @@
 """Where things live: the project root, and per-profile output folders.
 
-All relative paths in configs are relative to the project root, whatever the current directory (a notebook's
-kernel starts in ``notebooks/``). The smoke profile writes to git-ignored sub-folders so that running the tests
+Relative paths in configs are read from the current directory; the notebooks move to the project root first
+(:mod:`medsg_lib.notebook`: a notebook's kernel starts in ``notebooks/``). The smoke profile writes to git-ignored sub-folders so that running the tests
 never overwrites the committed tables and figures.
 """
 
@@ -26,12 +26,6 @@ def project_root(start: Path | None = None) -> Path:
         if pyproject.is_file() and _MARKER in pyproject.read_text(encoding="utf-8"):
             return folder
     return Path(__file__).resolve().parents[1]
-
-
-def resolve(path: Path | str) -> Path:
-    """``path`` if absolute, else relative to :func:`project_root`."""
-    path = Path(path).expanduser()
-    return path if path.is_absolute() else project_root() / path
 
 
 @dataclass(frozen=True)

@@ -7,22 +7,25 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+from PIL import Image
 
-matplotlib.use("Agg", force=False)
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from medsg_lib.config import CLASS_NAMES  # noqa: E402
+from medsg_lib.config import CLASS_NAMES
+from medsg_lib.data import load_image, load_mask, preprocess
+from medsg_lib.data.summary import pick_examples
+from medsg_lib.files import ALL_CLASSES, class_slug, run_name
 
 _DPI = 110
 
 
-def _save(fig: plt.Figure, path: Path) -> Path:
+def _save(fig: plt.Figure, path: Path, dpi: int = _DPI, bbox_inches: str | None = "tight") -> Path:
+    """Save ``fig`` as ``path`` (folders created); returns ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=_DPI, bbox_inches="tight")
+    fig.savefig(path, dpi=dpi, bbox_inches=bbox_inches)
     return path
 
 
@@ -31,9 +34,6 @@ def save_data_samples(
 ) -> plt.Figure:
     """Grid of real images, one row per class, with the lung-mask outline (cyan) and the infection mask
     (red, translucent) overlaid where masks exist. Writes ``path``; returns the figure."""
-    from medsg_lib.data import load_image, load_mask, preprocess
-    from medsg_lib.data.summary import pick_examples
-
     chosen = pick_examples(records, per_class, seed)
     fig, axes = plt.subplots(len(CLASS_NAMES), per_class, figsize=(2.2 * per_class, 2.3 * len(CLASS_NAMES)))
     axes = np.atleast_2d(axes)
@@ -91,8 +91,6 @@ def save_training_figure(
 ) -> plt.Figure:
     """Discriminator and generator loss terms from a run's ``log.jsonl`` records (keys ``d_*`` and ``g_*``)
     and the run's latest sample grid. Writes ``path``; returns the figure."""
-    from PIL import Image
-
     fig, (ax_d, ax_g, ax_img) = plt.subplots(
         1, 3, figsize=(15, 4.6), gridspec_kw={"width_ratios": [1, 1, 1.1]}
     )
@@ -111,8 +109,6 @@ def save_training_figure(
 def save_generated_preview(out_root: Path, path: Path, per_row: int = 8) -> plt.Figure:
     """The first ``per_row`` images (by seed) of every ``out_root/<run>/<class>/`` folder, one row each, on the
     same gray scale. Writes ``path``; returns the figure."""
-    from PIL import Image
-
     folders = sorted(
         d for run in Path(out_root).iterdir() if run.is_dir() for d in run.iterdir() if d.is_dir()
     )
@@ -131,23 +127,27 @@ def save_generated_preview(out_root: Path, path: Path, per_row: int = 8) -> plt.
     return fig
 
 
+# Figure 2's columns: (title, model), left to right; the "original" column follows
 FIG2_COLUMNS: tuple[tuple[str, str], ...] = (("GAN", "gan"), ("DCGAN", "dcgan"), ("Med-StyleGAN2", "medsg"))
 
 
-def fig2_panels(generated_root: Path, real_records: Sequence) -> dict[tuple[str, str], Path | None]:
-    """The file shown in each Figure 2 panel, keyed by (class, column): for GAN and DCGAN the lowest-seed image
-    of the per-class run (``gan_<slug>``, falling back to the whole-set run ``gan/all``), for Med-StyleGAN2 the
-    lowest-seed image of ``medsg/<slug>``, for "original" the first training image of the class by file name.
-    None where nothing was generated."""
-    from medsg_lib.config import CLASS_SLUGS
+def panel_folders(generated_root: Path, model: str, class_name: str) -> tuple[Path, ...]:
+    """Where the generated images of ``model`` for ``class_name`` may be, in order of preference: the run
+    trained on that class (``<run_name>/<slug>``, e.g. ``dcgan_covid/covid``), then the class folder of the run
+    trained on every class (``<model>/<slug>``, e.g. ``medsg/covid``), then that run's mixed images
+    (``<model>/all``)."""
+    root, slug = Path(generated_root), class_slug(class_name)
+    return (root / run_name(model, class_name) / slug, root / model / slug, root / model / ALL_CLASSES)
 
-    root = Path(generated_root)
+
+def fig2_panels(generated_root: Path, real_records: Sequence) -> dict[tuple[str, str], Path | None]:
+    """The file shown in each Figure 2 panel, keyed by (class, column title): for each model of
+    :data:`FIG2_COLUMNS` the lowest-seed image of the first of its :func:`panel_folders` that holds one, for
+    "original" the first training image of the class by file name. None where nothing was generated."""
     panels: dict[tuple[str, str], Path | None] = {}
-    for name, slug in zip(CLASS_NAMES, CLASS_SLUGS, strict=True):
-        for column, run in FIG2_COLUMNS:
-            folders = (
-                [root / run / slug] if run == "medsg" else [root / f"{run}_{slug}" / slug, root / run / "all"]
-            )
+    for name in CLASS_NAMES:
+        for column, model in FIG2_COLUMNS:
+            folders = panel_folders(generated_root, model, name)
             files = [f for folder in folders for f in sorted(folder.glob("*.png"))[:1]]
             panels[(name, column)] = files[0] if files else None
         originals = sorted(
@@ -160,8 +160,6 @@ def fig2_panels(generated_root: Path, real_records: Sequence) -> dict[tuple[str,
 def save_fig2(panels: Mapping[tuple[str, str], Path | None], img_size: int, path: Path) -> plt.Figure:
     """Figure 2: columns GAN, DCGAN, Med-StyleGAN2, original; one row per class; every panel resized to
     ``img_size`` and drawn on the same gray scale (0-255). Writes ``path``; returns the figure."""
-    from medsg_lib.data import load_image, preprocess
-
     columns = [c for c, _ in FIG2_COLUMNS] + ["original"]
     fig, axes = plt.subplots(
         len(CLASS_NAMES), len(columns), figsize=(2.4 * len(columns), 2.5 * len(CLASS_NAMES))
@@ -186,3 +184,38 @@ def save_fig2(panels: Mapping[tuple[str, str], Path | None], img_size: int, path
     fig.tight_layout()
     _save(fig, path)
     return fig
+
+
+def save_confusion_figure(
+    result: Mapping[str, Any],
+    path: Path,
+    title: str | None = None,
+    figsize: tuple[float, float] = (4.8, 4.0),
+    dpi: int = 100,
+) -> Path:
+    """Confusion matrix of :func:`medsg_lib.classify.classification_metrics` as a PNG of ``figsize * dpi``
+    pixels at ``path``; returns ``path`` (the figure is closed).
+
+    Cells: the count and the row-normalised share (% of the true class), coloured by that share; true class on
+    the y axis, predicted on the x axis.
+    """
+    cm = np.asarray(result["confusion"], dtype=np.int64)
+    names = list(result.get("class_names", CLASS_NAMES))
+    rows = cm.sum(axis=1, keepdims=True)
+    share = np.divide(cm, rows, out=np.zeros(cm.shape, dtype=float), where=rows > 0)
+    fig, ax = plt.subplots(figsize=figsize)
+    ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    for i, j in np.ndindex(cm.shape):
+        color = "white" if share[i, j] > 0.6 else "black"
+        ax.text(
+            j, i, f"{cm[i, j]}\n{100 * share[i, j]:.1f}%", ha="center", va="center", color=color, fontsize=9
+        )
+    ax.set_xticks(range(len(names)), names, fontsize=8)
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title or f"accuracy {result['accuracy']:.3f}, macro-F1 {result['macro_f1']:.3f}", fontsize=9)
+    fig.tight_layout()
+    _save(fig, path, dpi=dpi, bbox_inches=None)  # exactly figsize * dpi pixels
+    plt.close(fig)
+    return Path(path)

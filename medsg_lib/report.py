@@ -1,32 +1,20 @@
-"""Writing results: small JSON/CSV/Markdown files under ``results/``, always atomically."""
+"""Writing results: small JSON/CSV/Markdown files under ``results/``, always atomically
+(:mod:`medsg_lib.files`)."""
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-
-def _atomic_write_text(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+from medsg_lib.files import write_json_atomic, write_text_atomic
 
 
 def write_json(path: Path, obj: Any) -> Path:
-    """Write ``obj`` as indented, key-sorted JSON (atomic); returns ``path``."""
-    return _atomic_write_text(Path(path), json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    """Write ``obj`` as key-sorted JSON indented by 2 with a final newline (objects JSON lacks become ``str``),
+    atomically; returns ``path``."""
+    return write_json_atomic(Path(path), obj, sort_keys=True)
 
 
 def write_table(df: pd.DataFrame, stem: Path, formats: tuple[str, ...] = ("csv", "md")) -> list[Path]:
@@ -41,7 +29,7 @@ def write_table(df: pd.DataFrame, stem: Path, formats: tuple[str, ...] = ("csv",
     unknown = set(formats) - set(writers)
     if unknown:
         raise ValueError(f"unknown table format(s) {sorted(unknown)}; choose from {sorted(writers)}")
-    return [_atomic_write_text(stem.with_suffix(f".{fmt}"), writers[fmt]()) for fmt in formats]
+    return [write_text_atomic(stem.with_suffix(f".{fmt}"), writers[fmt]()) for fmt in formats]
 
 
 def upsert_row(path: Path, key: str, row: dict[str, Any]) -> pd.DataFrame:
@@ -51,5 +39,5 @@ def upsert_row(path: Path, key: str, row: dict[str, Any]) -> pd.DataFrame:
     table = pd.read_csv(path) if path.exists() else pd.DataFrame(columns=list(row))
     table = table[table[key] != row[key]] if key in table else table
     table = pd.concat([table, pd.DataFrame([row])], ignore_index=True).sort_values(key, ignore_index=True)
-    _atomic_write_text(path, table.to_csv(index=False))
+    write_text_atomic(path, table.to_csv(index=False))
     return table

@@ -9,29 +9,11 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from torch import Tensor
 from torch.utils.data import Dataset
 
 from medsg_lib.classify import evaluate_classifier, load_classifier, train_classifier
 from medsg_lib.config import CLASS_NAMES, CLASS_SLUGS, ClassifierConfig
-from medsg_lib.data import load_image, preprocess, to_tensor
-
-
-class LabelledImages(Dataset):
-    """Images held in memory: ``x`` ``(N, C, H, W)`` float32 in [-1, 1] and ``labels`` ``(N,)`` int64."""
-
-    def __init__(self, x: Tensor, labels: Tensor) -> None:
-        if x.ndim != 4 or labels.shape != (x.shape[0],):
-            raise ValueError(
-                f"x must be (N, C, H, W) with N labels; got {tuple(x.shape)} and {tuple(labels.shape)}"
-            )
-        self.x, self.labels = x, labels.to(torch.int64)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        return self.x[index], self.labels[index]
+from medsg_lib.data import LabelledImages, load_image, preprocess, to_tensor
 
 
 def generated_dataset(gen_dir: Path, img_size: int, channels: int = 1) -> LabelledImages:

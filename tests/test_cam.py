@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import write_png
 from PIL import Image
 from torch import nn
 
@@ -15,11 +16,13 @@ from medsg_lib.cam import (
     compute_cams,
     energy_inside,
     gaussian_baseline,
+    generated_cam_inputs,
     localisation_table,
     normalise_cams,
     pointing_hit,
     save_cam_figure,
 )
+from medsg_lib.manifest import GeneratedItem, item_file, manifest_rows, write_manifest
 from medsg_lib.models.classifier import build_classifier, target_layer
 
 
@@ -206,3 +209,33 @@ def test_cam_figure_pixel_size(tmp_path: Path) -> None:
         assert im.size == (120, 120)
     with pytest.raises(ValueError, match="2 titles must agree"):
         save_cam_figure(images, cams, ["a", "b"], tmp_path / "bad.png")
+
+
+# ----------------------------------------------------------------------------------------------------
+# inputs
+
+
+def test_generated_cam_inputs_follow_the_manifest(tmp_path: Path) -> None:
+    source = write_png(tmp_path / "qu" / "images" / "s.png", 100, size=16)
+    lung = np.zeros((16, 16), np.uint8)
+    lung[:, :8] = 255
+    write_png(tmp_path / "qu" / "lung masks" / "s.png", lung)  # beside the source, as in COVID-QU-Ex
+    items = [
+        GeneratedItem(seed, target, str(source), "Normal", "latent", 0)
+        for seed, target in ((3, "COVID-19"), (1, "COVID-19"), (2, "Normal"))
+    ]
+    gen = tmp_path / "gen"
+    for item in items:
+        write_png(gen / item_file(item), 10 * item.seed, size=16)
+    run = {"model": "medsg", "checkpoint": "c.pt", "checkpoint_sha256": "0"}
+    write_manifest(gen, manifest_rows(items, run))
+    inputs = generated_cam_inputs(gen, 16, per_class=1)
+    assert inputs.labels.tolist() == [0, 2]  # the lowest seed of each class, classes in canonical order
+    torch.testing.assert_close(inputs.x[:, 0, 0, 0], torch.tensor([10 / 127.5 - 1, 20 / 127.5 - 1]))
+    assert inputs.lung[:, :, :8].all() and not inputs.lung[:, :, 8:].any()  # the source's lung mask
+    assert not inputs.infection.any()
+    write_manifest(tmp_path / "none", manifest_rows([], run))
+    with pytest.raises(
+        FileNotFoundError, match=r"no generated images listed in .*none/manifest\.csv: run notebook 03"
+    ):
+        generated_cam_inputs(tmp_path / "none", 16, per_class=1)

@@ -14,6 +14,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 from torchvision.models import resnet18
 
+from medsg_lib.checkpoint import CheckpointError
 from medsg_lib.classify import (
     ClassifierCheckpointError,
     augment_batch,
@@ -22,12 +23,12 @@ from medsg_lib.classify import (
     evaluate_classifier,
     load_classifier,
     predict,
-    read_log,
     resolve_init,
-    save_confusion_figure,
     train_classifier,
 )
 from medsg_lib.config import ClassifierConfig
+from medsg_lib.data import LabelledImages
+from medsg_lib.files import LOG_NAME, read_jsonl
 from medsg_lib.metrics.weights import MissingWeightsError
 from medsg_lib.models.classifier import (
     IMAGENET_RESNET18_FILE,
@@ -37,6 +38,7 @@ from medsg_lib.models.classifier import (
     find_imagenet_weights,
     target_layer,
 )
+from medsg_lib.plots import save_confusion_figure
 
 
 @pytest.fixture
@@ -49,7 +51,7 @@ def fake_imagenet(tmp_path: Path) -> tuple[Path, dict[str, torch.Tensor]]:
     return path, state
 
 
-def squares_dataset(num_per_class: int = 8, size: int = 32, seed: int = 0) -> TensorDataset:
+def squares_dataset(num_per_class: int = 8, size: int = 32, seed: int = 0) -> LabelledImages:
     """Separable toy set: a bright square on a dark noisy field, its position set by the class."""
     g = torch.Generator().manual_seed(seed)
     corners = [(4, 4), (4, size - 12), (size - 12, size // 2 - 4)]
@@ -60,7 +62,7 @@ def squares_dataset(num_per_class: int = 8, size: int = 32, seed: int = 0) -> Te
             x[:, r : r + 8, c : c + 8] = 0.8
             xs.append(x)
             ys.append(label)
-    return TensorDataset(torch.stack(xs), torch.tensor(ys, dtype=torch.int64))
+    return LabelledImages(torch.stack(xs), torch.tensor(ys, dtype=torch.int64))
 
 
 class FixedPredictions(nn.Module):
@@ -181,7 +183,7 @@ def test_training_lowers_loss_and_writes_run_dir(tmp_path: Path) -> None:
         _tiny_cfg(), squares_dataset(), tmp_path / "run", val_set=squares_dataset(2, seed=1), progress=False
     )
     assert ckpt == tmp_path / "run" / "classifier.pt"
-    log = read_log(tmp_path / "run")
+    log = read_jsonl(tmp_path / "run" / LOG_NAME)
     assert [r["epoch"] for r in log] == [1, 2, 3]
     assert log[-1]["loss"] < 0.5 * log[0]["loss"]
     assert {"acc", "val_acc", "val_macro_f1", "images_per_s"} <= set(log[0]) and log[0]["init"] == "scratch"
@@ -195,7 +197,7 @@ def test_best_val_epoch_is_saved_and_batchnorm_is_recalibrated(tmp_path: Path) -
     ckpt = train_classifier(
         _tiny_cfg(), train, tmp_path / "run", val_set=squares_dataset(2, seed=1), progress=False
     )
-    scores = [r["val_macro_f1"] for r in read_log(tmp_path / "run")]
+    scores = [r["val_macro_f1"] for r in read_jsonl(tmp_path / "run" / LOG_NAME)]
     raw = torch.load(ckpt, weights_only=True)
     assert (
         raw["selected_epoch"] == 1 + int(np.argmax(scores))
@@ -205,7 +207,7 @@ def test_best_val_epoch_is_saved_and_batchnorm_is_recalibrated(tmp_path: Path) -
     # three equal batches of 8, averaged cumulatively by update_bn
     model, _ = load_classifier(ckpt)
     with torch.no_grad():
-        h = model.conv1(train.tensors[0])  # (24, 64, 16, 16): bn1's input
+        h = model.conv1(train.x)  # (24, 64, 16, 16): bn1's input
     torch.testing.assert_close(model.bn1.running_mean, h.mean(dim=(0, 2, 3)), rtol=1e-4, atol=1e-5)
 
 
@@ -224,33 +226,48 @@ def test_training_is_deterministic(tmp_path: Path) -> None:
     assert not torch.equal(a["fc.weight"], c["fc.weight"])
 
 
-def test_training_rejects_wrong_image_size(tmp_path: Path) -> None:
+def test_training_rejects_wrong_image_size_and_unlabelled_sets(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"training images have shape \(1, 32, 32\), expected \(C, 64, 64\)"):
         train_classifier(_tiny_cfg(img_size=64), squares_dataset(2), tmp_path, progress=False)
+    data = squares_dataset(2)
+    with pytest.raises(TypeError, match=r"^TensorDataset has no `labels` attribute"):
+        train_classifier(_tiny_cfg(), TensorDataset(data.x, data.labels), tmp_path, progress=False)
 
 
 def test_checkpoint_round_trip(tmp_path: Path) -> None:
     ckpt = train_classifier(_tiny_cfg(epochs=1), squares_dataset(3), tmp_path / "run", progress=False)
     raw = torch.load(ckpt, weights_only=True)
     assert raw["format"] == "medsg-classifier-v1" and raw["init"] == "scratch" and raw["in_channels"] == 1
+    assert list(raw) == [
+        "format", "model", "config", "init", "class_names", "in_channels", "num_classes", "epochs",
+        "selected_epoch", "selection",
+    ]  # fmt: skip
     model, meta = load_classifier(ckpt)
     assert not model.training and meta["config"] == _tiny_cfg(epochs=1) and "model" not in meta
     assert all(torch.equal(v, raw["model"][k]) for k, v in model.state_dict().items())
-    x = squares_dataset(1).tensors[0]
+    x = squares_dataset(1).x
     probs = predict(model, x)
     assert probs.shape == (3, 3)
     torch.testing.assert_close(probs.sum(1), torch.ones(3))
 
 
 def test_load_refuses_pickled_modules_and_other_files(tmp_path: Path) -> None:
+    assert ClassifierCheckpointError is CheckpointError  # one error for every medsg checkpoint
     torch.save(build_classifier(), tmp_path / "module.pt")
-    with pytest.raises(ClassifierCheckpointError, match="could not be loaded with weights_only=True"):
+    with pytest.raises(CheckpointError, match=r"module\.pt is refused for safety: it holds pickled Python"):
         load_classifier(tmp_path / "module.pt")
     torch.save({"format": "medsg-ckpt-v1"}, tmp_path / "gan.pt")
     with pytest.raises(
-        ClassifierCheckpointError, match="format 'medsg-ckpt-v1', expected 'medsg-classifier-v1'"
+        CheckpointError,
+        match=r"gan\.pt is not a medsg-classifier-v1 checkpoint: format 'medsg-ckpt-v1', expected "
+        r"'medsg-classifier-v1'$",
     ):
         load_classifier(tmp_path / "gan.pt")
+    (tmp_path / "cut.pt").write_bytes((tmp_path / "gan.pt").read_bytes()[:100])
+    with pytest.raises(
+        CheckpointError, match=r"cut\.pt could not be read as a torch checkpoint \(truncated\?\)"
+    ):
+        load_classifier(tmp_path / "cut.pt")
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import INFECTION, LUNG, make_covidqu, write_png
 from PIL import Image
 
 from medsg_lib.config import CLASS_NAMES, DataConfig
@@ -22,8 +23,6 @@ from medsg_lib.data import (
 )
 from medsg_lib.data import dataset as dataset_module
 
-LUNG = "Lung Segmentation Data"
-INFECTION = "Infection Segmentation Data"
 HINT = (
     "download COVID-QU-Ex from Kaggle (anasmohammedtahir/covidqu) and unpack it there, or set DataConfig.root"
 )
@@ -33,23 +32,6 @@ SKIP = "fix or remove them, or set on_bad='skip' (DataConfig.on_bad) to skip the
 def exact(message: str) -> str:
     """Regex matching exactly ``message`` (``pytest.raises(match=...)`` searches)."""
     return "^" + re.escape(message) + "$"
-
-
-def save(path: Path, array: np.ndarray) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array).save(path)
-    return path
-
-
-def make_covidqu(root: Path, n: int = 2, size: int = 8) -> Path:
-    """COVID-QU-Ex tree (lung subset) with ``n`` constant images and masks per split and class."""
-    base = root / LUNG / LUNG
-    for split in ("Train", "Val", "Test"):
-        for name in CLASS_NAMES:
-            for k in range(n):
-                save(base / split / name / "images" / f"img{k}.png", np.full((size, size), 50 + k, np.uint8))
-                save(base / split / name / "lung masks" / f"img{k}.png", np.full((size, size), 255, np.uint8))
-    return base
 
 
 def cfg_for(tmp_path: Path, **overrides: object) -> DataConfig:
@@ -79,7 +61,7 @@ def test_root_without_subset_folder(tmp_path: Path) -> None:
 
 
 def test_infection_subset_missing(tmp_path: Path) -> None:
-    make_covidqu(tmp_path)
+    make_covidqu(tmp_path / LUNG / LUNG)
     message = (
         f"no '{INFECTION}' folder under {tmp_path} (expected {tmp_path}/{INFECTION}/{INFECTION}/"
         f"{{Train,Val,Test}}/{{COVID-19,Non-COVID,Normal}}/images); {HINT}"
@@ -89,7 +71,7 @@ def test_infection_subset_missing(tmp_path: Path) -> None:
 
 
 def test_missing_split_folder(tmp_path: Path) -> None:
-    base = make_covidqu(tmp_path, n=1)
+    base = make_covidqu(tmp_path / LUNG / LUNG, n=1)
     for path in sorted((base / "Test").rglob("*"), reverse=True):
         path.unlink() if path.is_file() else path.rmdir()
     (base / "Test").rmdir()
@@ -102,7 +84,7 @@ def test_missing_split_folder(tmp_path: Path) -> None:
 
 
 def test_unknown_class_folder_covidqu(tmp_path: Path) -> None:
-    base = make_covidqu(tmp_path, n=1)
+    base = make_covidqu(tmp_path / LUNG / LUNG, n=1)
     (base / "Val" / "Pneumonia").mkdir()
     message = (
         f"unknown class folder(s) {base / 'Val' / 'Pneumonia'}; COVID-QU-Ex class folders are COVID-19, "
@@ -114,7 +96,7 @@ def test_unknown_class_folder_covidqu(tmp_path: Path) -> None:
 
 
 def test_missing_and_empty_class_folders(tmp_path: Path) -> None:
-    base = make_covidqu(tmp_path, n=1)
+    base = make_covidqu(tmp_path / LUNG / LUNG, n=1)
     for name in ("Normal",):
         (base / "Val" / name / "images" / "img0.png").unlink()  # empty images folder
     for path in sorted((base / "Val" / "Non-COVID").rglob("*"), reverse=True):
@@ -138,7 +120,7 @@ def test_missing_and_empty_class_folders(tmp_path: Path) -> None:
 
 
 def test_missing_mask(tmp_path: Path) -> None:
-    base = make_covidqu(tmp_path)
+    base = make_covidqu(tmp_path / LUNG / LUNG)
     (base / "Train" / "Normal" / "lung masks" / "img1.png").unlink()
     image = base / "Train" / "Normal" / "images" / "img1.png"
     mask = base / "Train" / "Normal" / "lung masks" / "img1.png"
@@ -155,9 +137,9 @@ def test_missing_mask(tmp_path: Path) -> None:
 
 
 def test_mask_size_mismatch(tmp_path: Path) -> None:
-    base = make_covidqu(tmp_path / "qu")
+    base = make_covidqu(tmp_path / "qu" / LUNG / LUNG)
     image = base / "Val" / "COVID-19" / "images" / "img0.png"
-    mask = save(base / "Val" / "COVID-19" / "lung masks" / "img0.png", np.zeros((6, 8), np.uint8))
+    mask = write_png(base / "Val" / "COVID-19" / "lung masks" / "img0.png", np.zeros((6, 8), np.uint8))
     reason = f"its mask {mask} is 8x6 px but the image is 8x8 px; masks must match their image"
     where = image.parent
     with pytest.raises(DataError, match=exact(f"1 bad input(s) under {where}:\n  {image}: {reason}\n{SKIP}")):
@@ -168,9 +150,9 @@ def test_mask_size_mismatch(tmp_path: Path) -> None:
 
 
 def test_truncated_and_fake_images(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    base = make_covidqu(tmp_path / "qu")
+    base = make_covidqu(tmp_path / "qu" / LUNG / LUNG)
     truncated = base / "Test" / "Normal" / "images" / "img0.png"
-    save(truncated, np.random.default_rng(0).integers(0, 256, (8, 8), dtype=np.uint8))
+    write_png(truncated, np.random.default_rng(0).integers(0, 256, (8, 8), dtype=np.uint8))
     truncated.write_bytes(truncated.read_bytes()[:60])
     fake = base / "Test" / "COVID-19" / "images" / "img1.png"
     fake.write_text("this is a text file named .png")
@@ -199,7 +181,7 @@ def test_truncated_and_fake_images(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
 
 def test_everything_skipped(tmp_path: Path) -> None:
-    base = make_covidqu(tmp_path / "qu", n=1)
+    base = make_covidqu(tmp_path / "qu" / LUNG / LUNG, n=1)
     for name in CLASS_NAMES:
         (base / "Val" / name / "images" / "img0.png").write_bytes(b"")
     message = (
@@ -211,7 +193,7 @@ def test_everything_skipped(tmp_path: Path) -> None:
 
 
 def test_long_lists_are_shortened(tmp_path: Path) -> None:
-    base = make_covidqu(tmp_path, n=25)
+    base = make_covidqu(tmp_path / LUNG / LUNG, n=25)
     for k in range(25):
         (base / "Train" / "Normal" / "lung masks" / f"img{k}.png").unlink()
     with pytest.raises(DataError) as info:
@@ -243,7 +225,7 @@ CLASS_MAP = {"covid": "COVID-19", "non_covid_infection": "Non-COVID", "normal": 
 
 def make_folders(root: Path, folders: tuple[str, ...] = tuple(CLASS_MAP), split: str = "train") -> None:
     for folder in folders:
-        save(root / split / folder / "a.png", np.zeros((4, 4), np.uint8))
+        write_png(root / split / folder / "a.png", np.zeros((4, 4), np.uint8))
 
 
 def test_folders_missing_root_and_split(tmp_path: Path) -> None:

@@ -1,5 +1,5 @@
-"""Datasets: shapes and ranges, the preprocessed cache (hit, invalidation), augmentation, balanced sampling,
-and the real images in ../shared/data/cxr-real when they are present."""
+"""Datasets: shapes and ranges, the preprocessed cache (hit, invalidation), augmentation, labels, in-memory
+sets, and the real images in ../shared/data/cxr-real when they are present."""
 
 from __future__ import annotations
 
@@ -12,35 +12,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from helpers import LUNG, make_covidqu, write_png
 
 from medsg_lib.config import CLASS_NAMES, DataConfig, PhantomConfig
 from medsg_lib.data import (
     DataError,
+    LabelledImages,
+    SyntheticXrays,
     XrayDataset,
-    balanced_sampler,
     build_dataset,
     cached_images,
+    dataset_labels,
     read_class_folders,
     read_records,
 )
 from medsg_lib.data import dataset as dataset_module
 
-LUNG = "Lung Segmentation Data"
 REAL_ROOT = Path(__file__).parents[2] / "shared" / "data" / "cxr-real"
-
-
-def make_covidqu(root: Path, n: int = 2, size: int = 12) -> Path:
-    """COVID-QU-Ex tree under ``root``; image k of class c in any split is the constant 40c + 10k + 5."""
-    base = root / LUNG / LUNG
-    for split in ("Train", "Val", "Test"):
-        for c, name in enumerate(CLASS_NAMES):
-            for k in range(n):
-                for folder, value in (("images", 40 * c + 10 * k + 5), ("lung masks", 255)):
-                    path = base / split / name / folder / f"img{k}.png"
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    Image.fromarray(np.full((size, size), value, np.uint8)).save(path)
-    return base
 
 
 def data_cfg(tmp_path: Path, **overrides: object) -> DataConfig:
@@ -49,7 +37,7 @@ def data_cfg(tmp_path: Path, **overrides: object) -> DataConfig:
 
 
 def test_dataset_shapes_ranges_and_exact_values(tmp_path: Path) -> None:
-    make_covidqu(tmp_path / "qu")
+    make_covidqu(tmp_path / "qu" / LUNG / LUNG, size=12)
     ds = build_dataset(data_cfg(tmp_path), "val", progress=False)
     assert isinstance(ds, XrayDataset) and len(ds) == 6
     assert ds.images.shape == (6, 1, 16, 16) and ds.images.dtype == torch.uint8
@@ -66,7 +54,7 @@ def test_dataset_shapes_ranges_and_exact_values(tmp_path: Path) -> None:
 
 
 def test_three_channels_repeat_grey(tmp_path: Path) -> None:
-    make_covidqu(tmp_path / "qu", n=1)
+    make_covidqu(tmp_path / "qu" / LUNG / LUNG, n=1, size=12)
     ds = build_dataset(data_cfg(tmp_path, channels=3), "test", progress=False)
     x, _ = ds[0]
     assert x.shape == (3, 16, 16)
@@ -74,7 +62,7 @@ def test_three_channels_repeat_grey(tmp_path: Path) -> None:
 
 
 def test_cache_hit_does_not_decode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    make_covidqu(tmp_path / "qu")
+    make_covidqu(tmp_path / "qu" / LUNG / LUNG, size=12)
     cfg = data_cfg(tmp_path)
     first = build_dataset(cfg, "train", progress=False)
     cache_files = sorted(p.name for p in cfg.cache_dir.iterdir())
@@ -105,7 +93,7 @@ def count_decodes(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
 
 
 def test_cache_invalidated_by_touch_replace_and_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    base = make_covidqu(tmp_path / "qu")
+    base = make_covidqu(tmp_path / "qu" / LUNG / LUNG, size=12)
     cfg = data_cfg(tmp_path)
     build_dataset(cfg, "val", progress=False)
     decoded = count_decodes(monkeypatch)
@@ -118,7 +106,7 @@ def test_cache_invalidated_by_touch_replace_and_size(tmp_path: Path, monkeypatch
     build_dataset(cfg, "val", progress=False)
     assert len(decoded) == 6
 
-    Image.fromarray(np.full((12, 12), 251, np.uint8)).save(target)  # replace the content
+    write_png(target, 251, size=12)  # replace the content
     decoded.clear()
     ds = build_dataset(cfg, "val", progress=False)
     assert len(decoded) == 6
@@ -131,7 +119,7 @@ def test_cache_invalidated_by_touch_replace_and_size(tmp_path: Path, monkeypatch
 
 
 def test_cache_follows_record_order(tmp_path: Path) -> None:
-    make_covidqu(tmp_path / "qu")
+    make_covidqu(tmp_path / "qu" / LUNG / LUNG, size=12)
     cfg = data_cfg(tmp_path)
     records, _ = read_records(cfg, ("train",))
     images, kept, skipped = cached_images(records, 16, 1, cfg.cache_dir, "t", progress=False)
@@ -144,7 +132,7 @@ def test_cache_follows_record_order(tmp_path: Path) -> None:
 
 
 def test_no_augmentation_by_default_and_faithful_only_when_asked(tmp_path: Path) -> None:
-    make_covidqu(tmp_path / "qu", n=1)
+    make_covidqu(tmp_path / "qu" / LUNG / LUNG, n=1, size=12)
     cfg = data_cfg(tmp_path)
     plain = build_dataset(cfg, "train", progress=False)
     assert plain.transform is None
@@ -175,30 +163,32 @@ def test_no_augmentation_by_default_and_faithful_only_when_asked(tmp_path: Path)
     assert all(torch.equal(plain[0][0], x_ref) for _ in range(20))
 
 
-def test_balanced_sampler_draws_classes_equally() -> None:
-    labels = torch.tensor([0] * 10 + [1] * 100 + [2] * 1000)
-    sampler = balanced_sampler(labels, 30_000, torch.Generator().manual_seed(0))
-    indices = torch.tensor(list(sampler))
-    assert indices.shape == (30_000,)
-    freq = torch.bincount(labels[indices], minlength=3).float() / 30_000
-    assert torch.all((freq - 1 / 3).abs() < 0.015), freq
-    again = torch.tensor(list(balanced_sampler(labels, 30_000, torch.Generator().manual_seed(0))))
-    assert torch.equal(indices, again)
-    two_classes = balanced_sampler(torch.tensor([0, 2, 2, 2]), 4000, torch.Generator().manual_seed(1))
-    drawn = torch.tensor([0, 2, 2, 2])[torch.tensor(list(two_classes))]
-    assert abs((drawn == 0).float().mean().item() - 0.5) < 0.03
-
-
-def test_balanced_sampler_rejects_bad_labels() -> None:
-    gen = torch.Generator()
+def test_dataset_labels_reads_the_labels_attribute(tmp_path: Path) -> None:
+    make_covidqu(tmp_path / "qu" / LUNG / LUNG, n=1, size=12)
+    xray = build_dataset(data_cfg(tmp_path), "val", progress=False)
+    assert torch.equal(dataset_labels(xray), torch.tensor([0, 1, 2]))
+    in_memory = LabelledImages(torch.zeros(2, 1, 4, 4), torch.tensor([2, 0], dtype=torch.int32))
+    labels = dataset_labels(in_memory)
+    assert labels.dtype == torch.int64 and labels.tolist() == [2, 0]
     with pytest.raises(
-        ValueError, match=r"^labels must be a non-empty 1-D integer tensor, got torch.int64 \(0,\)$"
+        TypeError, match=r"^TensorDataset has no `labels` attribute \(int64 \(N,\) class of each item\)$"
     ):
-        balanced_sampler(torch.tensor([], dtype=torch.int64), 4, gen)
-    with pytest.raises(ValueError, match=r"^num_samples=0 must be > 0$"):
-        balanced_sampler(torch.tensor([0, 1]), 0, gen)
-    with pytest.raises(ValueError, match=r"^labels must be >= 0, got -1$"):
-        balanced_sampler(torch.tensor([0, -1]), 4, gen)
+        dataset_labels(torch.utils.data.TensorDataset(torch.zeros(2, 1, 4, 4), torch.tensor([0, 1])))
+
+
+def test_in_memory_sets_have_the_dataset_contract() -> None:
+    a, b = SyntheticXrays(8, channels=3, num_per_class=2, seed=1), SyntheticXrays(8, 3, 2, seed=1)
+    assert len(a) == 6 and a.labels.tolist() == [0, 1, 2, 0, 1, 2]
+    x, y = a[4]
+    assert x.shape == (3, 8, 8) and x.dtype == torch.float32 and y.dtype == torch.int64 and int(y) == 1
+    assert torch.equal(a.x, b.x) and not torch.equal(a.x, SyntheticXrays(8, 3, 2, seed=2).x)
+    assert a.x.min() >= -1 and a.x.max() <= 1
+    means = [float(a.x[a.labels == k].mean()) for k in range(3)]
+    assert means[0] < means[1] < means[2]  # each class has its own brightness
+    with pytest.raises(
+        ValueError, match=r"^x must be \(N, C, H, W\) with N labels; got \(2, 4, 4\) and \(2,\)$"
+    ):
+        LabelledImages(torch.zeros(2, 4, 4), torch.tensor([0, 1]))
 
 
 def test_phantoms_layout_writes_and_reads(tmp_path: Path) -> None:

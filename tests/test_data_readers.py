@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import INFECTION, LUNG, make_covidqu, write_png
 from PIL import Image
 
 from medsg_lib.config import CLASS_NAMES
@@ -21,34 +22,6 @@ from medsg_lib.data import (
     rgb_to_gray,
     to_tensor,
 )
-
-LUNG = "Lung Segmentation Data"
-INFECTION = "Infection Segmentation Data"
-SPLIT_DIRS = {"train": "Train", "val": "Val", "test": "Test"}
-
-
-def write_png(path: Path, array: np.ndarray) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array).save(path)
-    return path
-
-
-def make_covidqu(base: Path, subset: str = "lung", n: int = 2, size: int = 8) -> Path:
-    """Write ``base/{Train,Val,Test}/{class}/{images,masks}``; image k of class c is 40c + 10k + 5."""
-    masks = ["lung masks"] + (["infection masks"] if subset == "infection" else [])
-    mask = np.zeros((size, size), np.uint8)
-    mask[:, : size // 2] = 255
-    for split_dir in SPLIT_DIRS.values():
-        for c, name in enumerate(CLASS_NAMES):
-            for k in range(n):
-                fname = f"img{k}.png"
-                write_png(
-                    base / split_dir / name / "images" / fname,
-                    np.full((size, size), 40 * c + 10 * k + 5, np.uint8),
-                )
-                for folder in masks:
-                    write_png(base / split_dir / name / folder / fname, mask)
-    return base
 
 
 def test_read_covidqu_doubled_layout_records_counts_and_masks(tmp_path: Path) -> None:
@@ -116,9 +89,7 @@ def make_folders(root: Path, layout: dict[str, dict[str, list[str]]]) -> None:
     for split, folders in layout.items():
         for folder, names in folders.items():
             for name in names:
-                path = root / split / folder / name
-                path.parent.mkdir(parents=True, exist_ok=True)
-                Image.fromarray(np.full((8, 8), 100, np.uint8)).save(path)
+                write_png(root / split / folder / name, 100)
 
 
 def test_read_class_folders_maps_names_and_suffixes(tmp_path: Path) -> None:
@@ -129,8 +100,7 @@ def test_read_class_folders_maps_names_and_suffixes(tmp_path: Path) -> None:
             "Val": {"covid": ["e.png"], "Lung_Opacity": ["f.png"], "normal": ["g.png"]},
         },
     )
-    (tmp_path / "train" / "normal" / "images").mkdir(parents=True)  # COVID-19 Radiography Database style
-    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "train" / "normal" / "images" / "h.png")
+    write_png(tmp_path / "train" / "normal" / "images" / "h.png", 0)  # COVID-19 Radiography Database style
     class_map = {
         "covid": "COVID-19",
         "Lung_Opacity": "Non-COVID",
@@ -183,8 +153,7 @@ def test_report_table_and_str() -> None:
 
 def test_load_image_16bit_scaled_by_full_range(tmp_path: Path) -> None:
     values = np.array([[0, 128, 129, 257, 32767, 32768, 65535, 514]], np.uint16)
-    path = tmp_path / "x16.png"
-    Image.fromarray(values).save(path)
+    path = write_png(tmp_path / "x16.png", values)
     assert Image.open(path).mode == "I;16"
     out = load_image(path)
     assert out.dtype == np.uint8

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -10,16 +11,15 @@ import pytest
 from PIL import Image
 
 from medsg_lib.config import CLASS_NAMES, PhantomConfig
+from medsg_lib.data.phantom_render import Phantom, render_phantom
 from medsg_lib.data.phantoms import (
     INFECTION_SUBSET,
     LUNG_SUBSET,
-    MANIFEST_NAME,
     PHANTOM_VERSION,
+    PHANTOMS_MANIFEST,
     SPLITS,
-    Phantom,
     image_rng,
     phantom_entries,
-    render_phantom,
     write_phantoms,
 )
 
@@ -75,6 +75,18 @@ def test_render_is_a_function_of_the_generator_state() -> None:
     np.testing.assert_array_equal(a.image, b.image)
     np.testing.assert_array_equal(a.infection_mask, b.infection_mask)
     assert not np.array_equal(a.image, c.image)
+
+
+@pytest.mark.parametrize(
+    ("label", "digest"),
+    [(COVID, "6035985194de7205"), (NON_COVID, "a1d1b6066134adf4"), (NORMAL, "ff647f51a93a6563")],
+)
+def test_rendering_is_unchanged(label: int, digest: str) -> None:
+    """The pixels of one phantom per class, pinned: a refactoring of the rendering must not change one bit
+    (a deliberate change bumps PHANTOM_VERSION and these digests)."""
+    phantom = render_phantom(image_rng(0, "Train", label, 0), label, 48)
+    pixels = phantom.image.tobytes() + phantom.lung_mask.tobytes() + phantom.infection_mask.tobytes()
+    assert hashlib.sha256(pixels).hexdigest()[:16] == digest
 
 
 def test_same_patient_at_any_size() -> None:
@@ -203,7 +215,7 @@ def test_layout_counts_and_png_format(tmp_path: Path) -> None:
         a = cfg.root / LUNG_SUBSET / "Val" / "Non-COVID" / kind / "phantom_non_covid_000002.png"
         b = cfg.root / INFECTION_SUBSET / "Val" / "Non-COVID" / kind / "phantom_non_covid_000002.png"
         assert a.read_bytes() == b.read_bytes()
-    manifest = json.loads((cfg.root / MANIFEST_NAME).read_text())
+    manifest = json.loads((cfg.root / PHANTOMS_MANIFEST).read_text())
     assert manifest["phantom_version"] == PHANTOM_VERSION
     assert manifest["config"] == {"img_size": 32, "num_train": 2, "num_val": 1, "num_test": 1, "seed": 0}
 
@@ -262,7 +274,7 @@ def test_changed_config_rewrites_and_removes_stale_files(tmp_path: Path) -> None
 def test_missing_manifest_after_a_crash_means_a_full_rewrite(tmp_path: Path) -> None:
     cfg = _tiny(tmp_path)
     reference = _files(write_phantoms(cfg, progress=False))
-    (tmp_path / MANIFEST_NAME).unlink()
+    (tmp_path / PHANTOMS_MANIFEST).unlink()
     broken = tmp_path / INFECTION_SUBSET / "Val" / "Normal" / "infection masks" / "phantom_normal_000002.png"
     broken.write_bytes(b"half written")
     write_phantoms(cfg, progress=False)
@@ -272,7 +284,7 @@ def test_missing_manifest_after_a_crash_means_a_full_rewrite(tmp_path: Path) -> 
 def test_changed_version_in_manifest_means_a_rewrite(tmp_path: Path) -> None:
     cfg = _tiny(tmp_path)
     write_phantoms(cfg, progress=False)
-    manifest = tmp_path / MANIFEST_NAME
+    manifest = tmp_path / PHANTOMS_MANIFEST
     data = json.loads(manifest.read_text())
     manifest.write_text(json.dumps({**data, "phantom_version": "0"}))
     image = tmp_path / LUNG_SUBSET / "Train" / "COVID-19" / "images" / "phantom_covid_000000.png"

@@ -1,15 +1,17 @@
 """The glue the notebooks call: run summaries, generation over runs, the shared classifier, result tables."""
 
 from dataclasses import replace
-from pathlib import Path
 
 import pandas as pd
 import pytest
+from helpers import write_png
 
 from medsg_lib import classify, report
-from medsg_lib.config import ClassifierConfig, get_profile
+from medsg_lib.classify import stage
+from medsg_lib.files import LOG_NAME, read_jsonl
 from medsg_lib.generate import generate_runs
-from medsg_lib.training import latest_samples, read_log, run_summary, train
+from medsg_lib.profiles import get_profile
+from medsg_lib.training import latest_samples, run_summary, train
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +54,7 @@ def test_run_summary_and_generation_over_runs(smoke, tmp_path):
     assert (summary["model"], summary["target_class"], summary["steps"]) == ("dcgan", "Normal", 4)
     assert summary["params_generator"] > 0 and "d_total" in summary and "g_total" in summary
     assert (
-        len(read_log(runs / "medsg_all")) == 4
+        len(read_jsonl(runs / "medsg_all" / LOG_NAME)) == 4
         and latest_samples(runs / "medsg_all").name == "step_0000004.png"
     )
 
@@ -79,24 +81,15 @@ def test_ensure_classifier_trains_once_and_writes_results(smoke, tmp_path, monke
     def refuse(*args, **kw):
         raise AssertionError("retrained although the config is unchanged")
 
-    monkeypatch.setattr(classify, "train_classifier", refuse)
+    monkeypatch.setattr(stage, "train_classifier", refuse)
     classify.ensure_classifier(cfg, smoke.data, tmp_path / "cls", **kwargs)  # reused
     with pytest.raises(AssertionError, match="retrained"):
         classify.ensure_classifier(replace(cfg, seed=1), smoke.data, tmp_path / "cls", **kwargs)
 
 
 def test_evaluation_split_per_layout():
-    assert classify.evaluation_split("folders") == "val" and classify.evaluation_split("covidqu") == "test"
-    assert isinstance(ClassifierConfig(), ClassifierConfig) and Path("x").name == "x"
-
-
-def _png(path: Path, value: int, size: int = 32) -> Path:
-    import numpy as np
-    from PIL import Image
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.full((size, size), value, np.uint8)).save(path)
-    return path
+    assert classify.evaluation_split("folders") == "val"  # class-folder sets have no test split
+    assert classify.evaluation_split("covidqu") == "test" and classify.evaluation_split("phantoms") == "test"
 
 
 def test_fig2_panels_pick_lowest_seed_and_fall_back(tmp_path):
@@ -105,12 +98,13 @@ def test_fig2_panels_pick_lowest_seed_and_fall_back(tmp_path):
     from medsg_lib import plots
 
     gen = tmp_path / "gen"
-    _png(gen / "medsg" / "covid" / "000002.png", 10)
-    _png(gen / "medsg" / "covid" / "000001.png", 20)
-    _png(gen / "dcgan_covid" / "covid" / "100000.png", 30)
-    _png(gen / "gan" / "all" / "300000.png", 40)  # whole-set GAN only: the fallback
+    write_png(gen / "medsg" / "covid" / "000002.png", 10)
+    write_png(gen / "medsg" / "covid" / "000001.png", 20)
+    write_png(gen / "dcgan_covid" / "covid" / "100000.png", 30)
+    write_png(gen / "gan" / "all" / "300000.png", 40)  # whole-set GAN only: the fallback
+    write_png(gen / "dcgan" / "normal" / "000007.png", 70)  # a class folder of a whole-set run
     real = [
-        SimpleNamespace(class_name="COVID-19", image_path=_png(tmp_path / "real" / n, 50))
+        SimpleNamespace(class_name="COVID-19", image_path=write_png(tmp_path / "real" / n, 50))
         for n in ("b.png", "a.png")
     ]
     panels = plots.fig2_panels(gen, real)
@@ -118,6 +112,8 @@ def test_fig2_panels_pick_lowest_seed_and_fall_back(tmp_path):
     assert panels[("COVID-19", "DCGAN")].name == "100000.png"
     assert panels[("COVID-19", "GAN")] == gen / "gan" / "all" / "300000.png"
     assert panels[("COVID-19", "original")].name == "a.png"
+    assert panels[("Normal", "DCGAN")] == gen / "dcgan" / "normal" / "000007.png"
+    assert panels[("Normal", "GAN")] == panels[("COVID-19", "GAN")]
     assert panels[("Normal", "Med-StyleGAN2")] is None and panels[("Normal", "original")] is None
     plots.save_fig2(panels, 32, tmp_path / "fig2.png")
     assert (tmp_path / "fig2.png").stat().st_size > 1000
@@ -152,7 +148,7 @@ def test_utility_experiment_trains_three_classifiers(smoke, tmp_path):
 
     for k, slug in enumerate(("covid", "non_covid", "normal")):
         for i in range(2):
-            _png(tmp_path / "gen" / slug / f"{k}{i:05d}.png", 60 * k + 10 * i)
+            write_png(tmp_path / "gen" / slug / f"{k}{i:05d}.png", 60 * k + 10 * i)
     synthetic = generated_dataset(tmp_path / "gen", 32)
     assert synthetic.labels.tolist() == [0, 0, 1, 1, 2, 2]
     data = smoke.data
@@ -184,7 +180,7 @@ def test_plan_targets_covers_medsg_classes_and_baselines(tmp_path):
         (tmp_path / name).mkdir()
         (tmp_path / name / "config.json").write_text(json.dumps(info))
         for slug in slugs:
-            _png(tmp_path / name / slug / "000000.png", 1)
+            write_png(tmp_path / name / slug / "000000.png", 1)
 
     run("medsg", "medsg", "all", ["covid", "non_covid", "normal"])
     run("dcgan", "dcgan", "all", ["all"])

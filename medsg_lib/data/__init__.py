@@ -1,23 +1,24 @@
-"""Chest X-ray data: readers (COVID-QU-Ex, class folders), decoding and preprocessing, cached datasets.
+"""Chest X-ray data: readers (COVID-QU-Ex, class folders), phantoms, decoding and preprocessing, datasets.
 
 ``read_records`` -> list of :class:`XrayRecord` + :class:`ReadReport`; ``build_dataset`` ->
 :class:`XrayDataset` of float32 ``(C, H, W)`` images in [-1, 1] with int64 labels (0 COVID-19, 1 Non-COVID, 2
-Normal). ``write_phantoms`` (from :mod:`medsg_lib.data.phantoms`) is imported on first use.
+Normal); ``write_phantoms`` writes the offline default data set. In-memory sets (:class:`LabelledImages`,
+:class:`SyntheticXrays`) have the same item contract; :func:`dataset_labels` reads the labels of any of them.
 """
-
-from typing import Any
 
 from medsg_lib.data.covidqu import find_subset_dir, read_covidqu
 from medsg_lib.data.dataset import (
     XrayDataset,
-    balanced_sampler,
     build_dataset,
     cache_key,
     cached_images,
+    dataset_labels,
     decode_record,
     read_records,
 )
 from medsg_lib.data.folders import read_class_folders
+from medsg_lib.data.memory import LabelledImages, SyntheticXrays
+from medsg_lib.data.phantoms import write_phantoms
 from medsg_lib.data.records import IMAGE_SUFFIXES, SPLITS, BadFileError, DataError, ReadReport, XrayRecord
 from medsg_lib.data.transforms import (
     faithful_augment,
@@ -34,13 +35,15 @@ __all__ = [
     "SPLITS",
     "BadFileError",
     "DataError",
+    "LabelledImages",
     "ReadReport",
+    "SyntheticXrays",
     "XrayDataset",
     "XrayRecord",
-    "balanced_sampler",
     "build_dataset",
     "cache_key",
     "cached_images",
+    "dataset_labels",
     "decode_record",
     "faithful_augment",
     "find_subset_dir",
@@ -55,12 +58,3 @@ __all__ = [
     "to_tensor",
     "write_phantoms",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    # phantoms.py is written separately; importing it lazily keeps this package importable without it.
-    if name == "write_phantoms":
-        from medsg_lib.data.phantoms import write_phantoms
-
-        return write_phantoms
-    raise AttributeError(f"module 'medsg_lib.data' has no attribute {name!r}")

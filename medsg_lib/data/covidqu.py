@@ -19,18 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from medsg_lib.config import CLASS_NAMES
-from medsg_lib.data.records import (
-    DataError,
-    Findings,
-    OnBad,
-    ReadReport,
-    XrayRecord,
-    apply_on_bad,
-    check_on_bad,
-    check_splits,
-    is_image_file,
-    make_report,
-)
+from medsg_lib.data.records import DataError, Findings, OnBad, ReadReport, XrayRecord, folder_names
 
 SUBSET_FOLDERS: dict[str, str] = {
     "lung": "Lung Segmentation Data",
@@ -85,13 +74,7 @@ def _read_class(class_dir: Path, label: int, split: str, subset: str, found: Fin
     if not image_dir.is_dir():
         found.bad.append((image_dir, "missing images folder"))
         return
-    images = []
-    for entry in sorted(os.scandir(image_dir), key=lambda e: e.name):
-        path = Path(entry.path)
-        if entry.is_file() and is_image_file(path):
-            images.append(path)
-        else:
-            found.ignored.append(path)
+    images = found.images_in(image_dir)
     if not images:
         found.bad.append((image_dir, "empty class folder: no .png, .jpg or .jpeg images"))
         return
@@ -131,25 +114,18 @@ def read_covidqu(
     without masks raise unless ``on_bad="skip"``. Files with non-image suffixes are ignored and listed in
     ``report.ignored``. Images are not decoded here.
     """
-    check_on_bad(on_bad)
-    splits = check_splits(splits)
+    found = Findings(tuple(splits), on_bad)
     subset_dir = find_subset_dir(Path(root).absolute(), subset)
-    found = Findings()
-    for split in splits:
+    for split in found.splits:
         split_dir = subset_dir / SPLIT_FOLDERS[split]
         if not split_dir.is_dir():
-            present = sorted(e.name for e in os.scandir(subset_dir) if e.is_dir())
+            present = folder_names(subset_dir)
             raise DataError(
                 f"no '{SPLIT_FOLDERS[split]}' folder in {subset_dir} "
                 f"(found: {', '.join(present) or 'nothing'}); COVID-QU-Ex has Train, Val and Test folders: "
                 f"{DOWNLOAD_HINT}"
             )
-        unknown = []
-        for entry in sorted(os.scandir(split_dir), key=lambda e: e.name):
-            if not entry.is_dir() or entry.name.startswith("."):
-                found.ignored.append(Path(entry.path))
-            elif entry.name not in CLASS_NAMES:
-                unknown.append(entry.path)
+        _, unknown = found.class_folders(split_dir, CLASS_NAMES)
         if unknown:
             raise DataError(
                 f"unknown class folder(s) {', '.join(unknown)}; COVID-QU-Ex class folders are "
@@ -157,5 +133,4 @@ def read_covidqu(
             )
         for label, class_name in enumerate(CLASS_NAMES):
             _read_class(split_dir / class_name, label, split, subset, found)
-    skipped = apply_on_bad(found.bad, subset_dir, on_bad)
-    return found.records, make_report(subset_dir, found.records, splits, skipped, found.ignored)
+    return found.finish(subset_dir)

@@ -1,11 +1,11 @@
-"""Datasets of preprocessed chest X-rays, their on-disk cache and class-balanced sampling.
+"""Datasets of preprocessed chest X-rays and their on-disk cache.
 
 Every image is decoded and resized once into a uint8 tensor ``(N, C, H, W)`` saved with ``torch.save`` under
 ``DataConfig.cache_dir`` as ``{layout}-{split}-{size}px-{channels}ch-{key}.pt``. The key hashes the sorted
 image and mask paths with their sizes and modification times, the labels, the image size, the channel count
 and :data:`READER_VERSION`: changing, adding, touching or removing a file, or changing the size, gives a new
 file (old cache files are left in place; delete ``cache_dir`` to reclaim space). The file is written
-atomically (temporary file, then ``os.replace``) and loaded with ``weights_only=True``.
+atomically (:func:`medsg_lib.files.write_atomic`) and loaded with ``weights_only=True``.
 
 Validation happens while building the cache: each image is fully decoded (which catches truncated files) and
 each mask's header is compared with its image's size. The readers only check folders, suffixes and that masks
@@ -20,7 +20,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -29,12 +28,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset, Sampler, WeightedRandomSampler
+from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from medsg_lib.config import CLASS_NAMES, DataConfig, PhantomConfig
 from medsg_lib.data.covidqu import read_covidqu
 from medsg_lib.data.folders import read_class_folders
+from medsg_lib.data.phantoms import write_phantoms
 from medsg_lib.data.records import (
     BadFileError,
     DataError,
@@ -46,6 +46,7 @@ from medsg_lib.data.records import (
     make_report,
 )
 from medsg_lib.data.transforms import faithful_augment, load_image, normalize_u8, preprocess
+from medsg_lib.files import write_atomic
 
 # Bump when decoding or preprocessing changes: every cache file is then rebuilt.
 READER_VERSION = 1
@@ -67,8 +68,6 @@ def read_records(
     """
     splits = check_splits(splits)
     if cfg.layout == "phantoms":
-        from medsg_lib.data.phantoms import write_phantoms
-
         phantom_cfg = phantoms or PhantomConfig()
         if cfg.root is not None:
             phantom_cfg = dataclasses.replace(phantom_cfg, root=cfg.root)
@@ -167,19 +166,6 @@ def _decode_all(
     return images, [str(records[i].image_path) for i in good], bad
 
 
-def _save_atomic(payload: dict, path: Path) -> None:
-    """``torch.save(payload, path)`` through a temporary file in the same folder and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _load_cache(path: Path, key: str) -> dict | None:
     """The cache payload at ``path`` if it exists, loads and carries ``key``; else None (it is rebuilt)."""
     if not path.is_file():
@@ -216,7 +202,7 @@ def cached_images(
         desc = f"decoding {name} ({len(records)} images -> {img_size}px)"
         images, files, bad = _decode_all(records, img_size, channels, progress, desc)
         payload = {"version": READER_VERSION, "key": key, "images": images, "files": files, "skipped": bad}
-        _save_atomic(payload, path)
+        write_atomic(path, lambda f: torch.save(payload, f))
     skipped = tuple((Path(p), reason) for p, reason in payload["skipped"])
     if skipped:  # named by the folder that holds them all
         apply_on_bad(skipped, Path(os.path.commonpath([p.parent for p, _ in skipped])), on_bad)
@@ -271,6 +257,18 @@ class XrayDataset(Dataset):
         return torch.bincount(self.labels, minlength=len(CLASS_NAMES))
 
 
+def dataset_labels(dataset: Dataset) -> torch.Tensor:
+    """The int64 ``(N,)`` labels of ``dataset`` (its ``labels`` attribute; no image is read).
+
+    Raises:
+        TypeError: ``dataset`` has no ``labels`` attribute.
+    """
+    labels = getattr(dataset, "labels", None)
+    if labels is None:
+        raise TypeError(f"{type(dataset).__name__} has no `labels` attribute (int64 (N,) class of each item)")
+    return torch.as_tensor(labels, dtype=torch.int64)
+
+
 def build_dataset(
     cfg: DataConfig,
     split: str,
@@ -299,22 +297,3 @@ def build_dataset(
         )
     transform = faithful_augment(cfg.img_size) if cfg.faithful_augment and train else None
     return XrayDataset(images, kept, transform, report)
-
-
-def balanced_sampler(labels: torch.Tensor, num_samples: int, generator: torch.Generator) -> Sampler[int]:
-    """Sampler of ``num_samples`` indices (with replacement) drawing each present class equally often.
-
-    Each index has weight ``1 / (number of items of its class)``, so every class present in ``labels`` (int64
-    ``(N,)``) is drawn with probability ``1 / num_classes_present``, as the authors sample domains in balance.
-    """
-    if labels.ndim != 1 or labels.numel() == 0 or labels.dtype not in (torch.int64, torch.int32):
-        raise ValueError(
-            f"labels must be a non-empty 1-D integer tensor, got {labels.dtype} {tuple(labels.shape)}"
-        )
-    if labels.min() < 0:
-        raise ValueError(f"labels must be >= 0, got {labels.min().item()}")
-    if num_samples <= 0:
-        raise ValueError(f"num_samples={num_samples!r} must be > 0")
-    counts = torch.bincount(labels.to(torch.int64))
-    weights = 1.0 / counts[labels].to(torch.float64)
-    return WeightedRandomSampler(weights, num_samples, replacement=True, generator=generator)

@@ -9,23 +9,11 @@ COVID-19 Radiography Database) is read from there. Images are not decoded here (
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from medsg_lib.config import CLASS_NAMES
-from medsg_lib.data.records import (
-    DataError,
-    Findings,
-    OnBad,
-    ReadReport,
-    XrayRecord,
-    apply_on_bad,
-    check_on_bad,
-    check_splits,
-    is_image_file,
-    make_report,
-)
+from medsg_lib.data.records import DataError, Findings, OnBad, ReadReport, XrayRecord, folder_names
 
 
 def _check_class_map(class_map: Mapping[str, str]) -> None:
@@ -44,7 +32,7 @@ def _find_split_dir(root: Path, split: str) -> Path:
     for name in (split, split.capitalize()):
         if (root / name).is_dir():
             return root / name
-    present = sorted(e.name for e in os.scandir(root) if e.is_dir())
+    present = folder_names(root)
     raise DataError(
         f"no '{split}' folder under {root} (found: {', '.join(present) or 'nothing'}); expected "
         f"{root}/{split}/<class folder>/*.png, or set DataConfig.root to the folder that holds the splits"
@@ -54,13 +42,7 @@ def _find_split_dir(root: Path, split: str) -> Path:
 def _read_folder(class_dir: Path, class_name: str, split: str, found: Findings) -> None:
     """Add the images of one class folder to ``found``; an empty folder goes to ``found.bad``."""
     image_dir = class_dir / "images" if (class_dir / "images").is_dir() else class_dir
-    images = []
-    for entry in sorted(os.scandir(image_dir), key=lambda e: e.name):
-        path = Path(entry.path)
-        if entry.is_file() and is_image_file(path):
-            images.append(path)
-        else:
-            found.ignored.append(path)
+    images = found.images_in(image_dir)
     if not images:
         found.bad.append((class_dir, "empty class folder: no .png, .jpg or .jpeg images"))
     label = CLASS_NAMES.index(class_name)
@@ -81,8 +63,7 @@ def read_class_folders(
     ``on_bad="skip"``. Files with non-image suffixes and loose files in the split folder are ignored and
     listed in ``report.ignored``.
     """
-    check_on_bad(on_bad)
-    splits = check_splits(splits)
+    found = Findings(tuple(splits), on_bad)
     _check_class_map(class_map)
     root = Path(root).absolute()
     if not root.is_dir():
@@ -90,17 +71,9 @@ def read_class_folders(
             f"class-folder root {root} does not exist or is not a folder; expected {root}/{{train,val}}/"
             "<class folder>/*.png, or set DataConfig.root"
         )
-    found = Findings()
-    for split in splits:
+    for split in found.splits:
         split_dir = _find_split_dir(root, split)
-        folders, unknown = [], []
-        for entry in sorted(os.scandir(split_dir), key=lambda e: e.name):
-            if not entry.is_dir() or entry.name.startswith("."):
-                found.ignored.append(Path(entry.path))
-            elif entry.name in class_map:
-                folders.append(Path(entry.path))
-            else:
-                unknown.append(entry.path)
+        folders, unknown = found.class_folders(split_dir, class_map)
         if unknown:
             raise DataError(
                 f"unknown class folder(s) {', '.join(unknown)}; known names (DataConfig.class_map): "
@@ -118,5 +91,4 @@ def read_class_folders(
             for folder in class_folders:
                 _read_folder(folder, class_name, split, found)
         found.records[start:] = sorted(found.records[start:], key=lambda r: (r.label, str(r.image_path)))
-    skipped = apply_on_bad(found.bad, root, on_bad)
-    return found.records, make_report(root, found.records, splits, skipped, found.ignored)
+    return found.finish(root)

@@ -12,7 +12,8 @@ same policy.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import os
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -135,6 +136,11 @@ def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
 
 
+def folder_names(folder: Path) -> list[str]:
+    """Sorted names of the sub-folders of ``folder`` (for messages that say what was found instead)."""
+    return sorted(e.name for e in os.scandir(folder) if e.is_dir())
+
+
 def format_bad(bad: Sequence[tuple[Path, str]], where: Path) -> str:
     """Message listing bad inputs ``(path, reason)`` found under ``where`` and how to fix them."""
     lines = [f"{len(bad)} bad input(s) under {where}:"]
@@ -168,8 +174,45 @@ def make_report(
 
 @dataclass
 class Findings:
-    """Mutable accumulator the readers fill while walking a tree (internal to :mod:`medsg_lib.data`)."""
+    """What a reader finds while it walks a tree for ``splits`` under the ``on_bad`` policy (both checked when
+    it is created): records, bad inputs, ignored files. Internal to :mod:`medsg_lib.data`."""
 
+    splits: tuple[str, ...]
+    on_bad: OnBad
     records: list[XrayRecord] = field(default_factory=list)
     bad: list[tuple[Path, str]] = field(default_factory=list)
     ignored: list[Path] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        check_on_bad(self.on_bad)
+        self.splits = check_splits(self.splits)
+
+    def class_folders(self, split_dir: Path, known: Collection[str]) -> tuple[list[Path], list[str]]:
+        """The sub-folders of ``split_dir`` named in ``known`` and the paths of the others, both sorted by
+        name; loose files and hidden folders go to ``ignored``."""
+        folders, unknown = [], []
+        for entry in sorted(os.scandir(split_dir), key=lambda e: e.name):
+            if not entry.is_dir() or entry.name.startswith("."):
+                self.ignored.append(Path(entry.path))
+            elif entry.name in known:
+                folders.append(Path(entry.path))
+            else:
+                unknown.append(entry.path)
+        return folders, unknown
+
+    def images_in(self, image_dir: Path) -> list[Path]:
+        """The image files of ``image_dir`` sorted by name (:func:`is_image_file`); the others go to ``ignored``."""
+        images = []
+        for entry in sorted(os.scandir(image_dir), key=lambda e: e.name):
+            path = Path(entry.path)
+            if entry.is_file() and is_image_file(path):
+                images.append(path)
+            else:
+                self.ignored.append(path)
+        return images
+
+    def finish(self, root: Path) -> tuple[list[XrayRecord], ReadReport]:
+        """A reader's result: the records and their report; the bad inputs raise (``on_bad="error"``, the
+        message names ``root``) or are listed in the report as skipped."""
+        skipped = apply_on_bad(self.bad, root, self.on_bad)
+        return self.records, make_report(root, self.records, self.splits, skipped, self.ignored)

@@ -7,8 +7,9 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from medsg_lib.config import CLASS_NAMES
-from medsg_lib.data import ReadReport, XrayRecord, load_image, load_mask, preprocess
+from medsg_lib.config import CLASS_NAMES, to_jsonable
+from medsg_lib.data.records import ReadReport, XrayRecord
+from medsg_lib.data.transforms import load_image, load_mask, preprocess
 
 
 def count_table(report: ReadReport) -> pd.DataFrame:
@@ -84,8 +85,6 @@ def class_histograms(
 
 def data_summary(report: ReadReport, stats: pd.DataFrame, data_cfg: object) -> dict:
     """The JSON-able record of notebook 01: config, counts per split and class, skipped files, class statistics."""
-    from medsg_lib.config import to_jsonable
-
     return {
         "data": to_jsonable(data_cfg),
         "root": str(report.root),

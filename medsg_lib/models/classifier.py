@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torchvision.models import ResNet, resnet18
 
-from medsg_lib.metrics.weights import WEIGHTS_DIR_ENV, MissingWeightsError, file_sha256, hub_checkpoints_dir
+from medsg_lib.metrics.weights import WEIGHTS_DIR_ENV, MissingWeightsError, cached_sha256, hub_checkpoints_dir
 
 IMAGENET_RESNET18_FILE = "resnet18-f37072fd.pth"  # torchvision's ResNet18_Weights.IMAGENET1K_V1
 IMAGENET_RESNET18_SHA256_PREFIX = "f37072fd"  # torchvision's file-name convention: sha256 prefix
@@ -54,7 +54,7 @@ def find_imagenet_weights(path: Path | None = None) -> Path | None:
 
 def is_published_imagenet_file(path: Path) -> bool:
     """True when ``path``'s sha256 starts with torchvision's published prefix ``f37072fd``."""
-    return file_sha256(Path(path)).startswith(IMAGENET_RESNET18_SHA256_PREFIX)
+    return cached_sha256(Path(path)).startswith(IMAGENET_RESNET18_SHA256_PREFIX)
 
 
 def adapt_conv1_weight(weight: torch.Tensor, in_channels: int) -> torch.Tensor:

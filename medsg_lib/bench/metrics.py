@@ -1,7 +1,10 @@
-"""Training-speed benchmark: the real training step of :mod:`medsg_lib.training` on synthetic in-memory data.
+"""Metrics benchmarks: our FID pipeline against ``python -m pytorch_fid``, and the Table 1 evaluation.
 
-``bench_train(cfg, "cuda")`` needs no data on disk and writes nothing; it returns a JSON-able dict (the CLI
-``python -m medsg_lib bench train`` prints it or appends it to a JSONL record).
+``bench_metrics(n)`` times our FID pipeline (:mod:`medsg_lib.metrics`) against the ``python -m pytorch_fid``
+command on the same PNG folders, each as a fresh subprocess (same interpreter start-up and imports on both
+sides), with a seeded RANDOM state dict under pytorch-fid's file name in a temporary TORCH_HOME: no download,
+and FID values that mean nothing except that the two implementations must agree. ``bench_table1(profile)`` times
+:func:`medsg_lib.evaluate.evaluate_generated` on a profile's generated images.
 """
 
 from __future__ import annotations
@@ -11,11 +14,11 @@ import gc
 import json
 import os
 import re
-import resource
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -23,125 +26,24 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from torch import Tensor
-from torch.utils.data import Dataset
 
-from medsg_lib.config import CLASS_NAMES, TrainConfig
-from medsg_lib.devices import DistInfo, configure_backend, select_device
-from medsg_lib.models import count_parameters
-from medsg_lib.training import build_train_state, run_steps
-
-
-class SyntheticXrays(Dataset):
-    """``num_per_class`` random images per class, float32 ``(C, S, S)`` in [-1, 1]; ``labels`` int64 ``(N,)``.
-
-    Each class has its own mean brightness so that the classes differ; the content is noise (speed tests and
-    unit tests only).
-    """
-
-    def __init__(self, img_size: int, channels: int = 1, num_per_class: int = 4, seed: int = 0) -> None:
-        gen = torch.Generator().manual_seed(seed)
-        num_classes = len(CLASS_NAMES)
-        self.labels = torch.arange(num_classes * num_per_class, dtype=torch.int64) % num_classes  # (N,)
-        noise = torch.rand(len(self.labels), channels, img_size, img_size, generator=gen)  # [0, 1)
-        offset = (self.labels.float() / num_classes - 0.5).view(-1, 1, 1, 1)
-        self.images = (noise + offset).clamp(0, 1) * 2 - 1  # (N, C, S, S) in [-1, 1]
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        return self.images[index], self.labels[index]
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
-
-
-def _peak_rss_mb() -> float:
-    """Peak resident memory of this process so far (``ru_maxrss``: KiB on Linux, bytes on macOS)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
-
-
-def bench_train(
-    cfg: TrainConfig, device: str, steps: int = 5, warmup: int = 2, num_threads: int | None = None
-) -> dict[str, Any]:
-    """Time ``steps`` training iterations of ``cfg`` on ``device`` after ``warmup`` untimed ones.
-
-    Uses the trainer's own step (data loading from memory included), ``cfg.batch_size`` images per step.
-    Memory: on CUDA ``peak_memory_mb`` is ``torch.cuda.max_memory_allocated`` over the timed steps (tensors
-    only, not the caching allocator's reserve); on CPU/MPS it is the process's peak resident set size
-    (``ru_maxrss``, the whole process including Python and torch, so only comparable within one machine).
-    ``num_threads`` sets torch's CPU threads for the benchmark (restored after); on a CPU shared with other
-    processes, 1 thread can be many times faster than 2 for small models (OpenMP threads wait on each other).
-
-    Returns:
-        ``{"model", "img_size", "batch_size", "device", "amp", "steps", "warmup", "s_per_iter", "iters_per_s",
-        "images_per_s", "peak_memory_mb", "memory_measure", "params": {net: count}, "num_threads", "torch"}``.
-    """
-    if steps < 1 or warmup < 0:
-        raise ValueError(f"steps={steps!r} must be >= 1 and warmup={warmup!r} >= 0")
-    threads_before = torch.get_num_threads()
-    if num_threads is not None:
-        torch.set_num_threads(num_threads)
-    try:
-        return _bench(cfg, device, steps, warmup)
-    finally:
-        torch.set_num_threads(threads_before)
-
-
-def _bench(cfg: TrainConfig, device: str, steps: int, warmup: int) -> dict[str, Any]:
-    dev = select_device(device)
-    configure_backend(dev)
-    cfg = replace(cfg, device=str(dev), num_workers=0, iterations=max(cfg.iterations, steps + warmup))
-    dataset = SyntheticXrays(cfg.img_size, cfg.channels, num_per_class=max(2, cfg.batch_size), seed=cfg.seed)
-    state = build_train_state(cfg, dev)
-    step_iter = run_steps(state, cfg, dataset, dataset.labels, warmup + steps, dev, DistInfo())
-    for _ in range(warmup):
-        next(step_iter)
-    _synchronize(dev)
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(dev)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        next(step_iter)
-    _synchronize(dev)
-    seconds = time.perf_counter() - t0
-    if dev.type == "cuda":
-        peak_mb, measure = torch.cuda.max_memory_allocated(dev) / 2**20, "cuda max_memory_allocated"
-    else:
-        peak_mb, measure = _peak_rss_mb(), "process peak RSS (ru_maxrss)"
-    return {
-        "model": cfg.model,
-        "img_size": cfg.img_size,
-        "batch_size": cfg.batch_size,
-        "device": str(dev) if dev.type != "cuda" else torch.cuda.get_device_name(dev),
-        "amp": cfg.amp if dev.type == "cuda" else "off",
-        "steps": steps,
-        "warmup": warmup,
-        "s_per_iter": seconds / steps,
-        "iters_per_s": steps / seconds,
-        "images_per_s": steps * cfg.batch_size / seconds,
-        "peak_memory_mb": peak_mb,
-        "memory_measure": measure,
-        "params": {name: count_parameters(net) for name, net in state.nets.items()},
-        "num_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-    }
-
-
-# Metrics benchmark ------------------------------------------------------------------------------------------
-# ``bench_metrics(n)`` times our FID pipeline (medsg_lib.metrics) against the ``python -m pytorch_fid`` command on
-# the same PNG folders, each as a fresh subprocess (same interpreter start-up and imports on both sides), with
-# a seeded RANDOM state dict under pytorch-fid's file name in a temporary TORCH_HOME: no download, and FID
-# values that mean nothing except that the two implementations must agree.
+from medsg_lib.bench.measure import peak_rss_mb, reset_peak_rss, synchronize, vm_kib
 
 RANDOM_WEIGHTS_NOTE = "RANDOM (benchmark only, values meaningless)"
-_WORKER_CODE = "import sys; from medsg_lib.bench import metrics_worker_main; metrics_worker_main(sys.argv[1])"
+_WORKER_CODE = (
+    "import sys; from medsg_lib.bench.metrics import metrics_worker_main; metrics_worker_main(sys.argv[1])"
+)
+
+
+@contextlib.contextmanager
+def _work_dir(work_dir: Path | None, prefix: str) -> Iterator[Path]:
+    """``work_dir`` (created), or a temporary folder named ``prefix*`` that is deleted on exit."""
+    if work_dir is not None:
+        Path(work_dir).mkdir(parents=True, exist_ok=True)
+        yield Path(work_dir)
+        return
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        yield Path(tmp)
 
 
 def write_noise_pngs(out_dir: Path, num_images: int, img_size: int, seed: int, offset: float = 0.0) -> Path:
@@ -181,26 +83,6 @@ def write_random_fid_weights(torch_home: Path, seed: int = 0) -> Path:
     return target
 
 
-def _vm_kib(field: str) -> float | None:
-    """``field`` (e.g. "VmRSS", "VmHWM") of ``/proc/self/status`` in KiB; None where there is no procfs."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(f"{field}:"):
-                return float(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def _reset_peak_rss() -> bool:
-    """Reset this process's peak RSS (Linux ``clear_refs`` 5, resets VmHWM); False where unsupported."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return _vm_kib("VmHWM") is not None
-
-
 def metrics_worker(dir1: Path, dir2: Path, batch_size: int, device: str, dims: int = 2048) -> dict[str, Any]:
     """Our pipeline on two folders, timed by stage: build the pytorch-fid extractor (weights from
     ``$TORCH_HOME``, hash not checked, never downloaded), stream features into :class:`RunningStats`, FID.
@@ -218,19 +100,19 @@ def metrics_worker(dir1: Path, dir2: Path, batch_size: int, device: str, dims: i
     extractor = build_extractor("pytorch-fid", device=dev, dims=dims, verify=False, download=False)
     t_build = time.perf_counter() - t0
     gc.collect()
-    base_kib = _vm_kib("VmRSS")
-    exact_peak = _reset_peak_rss()
+    base_kib = vm_kib("VmRSS")
+    exact_peak = reset_peak_rss()
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     t0 = time.perf_counter()
     stats1 = extract_stats(extractor, Path(dir1), batch_size)
     stats2 = extract_stats(extractor, Path(dir2), batch_size)
-    _synchronize(dev)
+    synchronize(dev)
     t_extract = time.perf_counter() - t0
     t0 = time.perf_counter()
     value = fid_from_stats(stats1, stats2)
     t_fid = time.perf_counter() - t0
-    peak_kib = _vm_kib("VmHWM") if exact_peak else None
+    peak_kib = vm_kib("VmHWM") if exact_peak else None
     result: dict[str, Any] = {
         "fid": value,
         "num_images": stats1.n + stats2.n,
@@ -238,7 +120,7 @@ def metrics_worker(dir1: Path, dir2: Path, batch_size: int, device: str, dims: i
         "seconds_extract": t_extract,
         "seconds_fid": t_fid,
         "images_per_s": (stats1.n + stats2.n) / t_extract,
-        "peak_mb": peak_kib / 1024 if peak_kib is not None else _peak_rss_mb(),
+        "peak_mb": peak_kib / 1024 if peak_kib is not None else peak_rss_mb(),
         "base_mb": base_kib / 1024 if base_kib is not None else None,
         "memory_measure": "peak RSS after the network is built (VmHWM reset)"
         if exact_peak
@@ -311,12 +193,7 @@ def bench_metrics(
 
     if n < 2 or batch_size < 1:
         raise ValueError(f"n={n} must be >= 2 (a covariance) and batch_size={batch_size} >= 1")
-    with contextlib.ExitStack() as stack:
-        if work_dir is None:
-            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="medsg-bench-metrics-")))
-        else:
-            work = Path(work_dir)
-            work.mkdir(parents=True, exist_ok=True)
+    with _work_dir(work_dir, "medsg-bench-metrics-") as work:
         dir1 = write_noise_pngs(work / "real", n, img_size, seed)
         dir2 = write_noise_pngs(work / "fake", n, img_size, seed + 1, offset=20.0)
         write_random_fid_weights(work / "torch_home", seed=seed)
@@ -380,23 +257,17 @@ def bench_table1(profile: str, device: str = "cpu", work_dir: Path | None = None
     current directory, so the real-feature cache (``cache/stats``) and ``metrics.jsonl`` are written there.
     Returns ``{"profile", "device", "seconds", "num_records", "num_generated_images", "weights"}``.
     """
-    from medsg_lib.config import get_profile
     from medsg_lib.evaluate import evaluate_generated, plan_targets
     from medsg_lib.metrics.features import list_image_files
     from medsg_lib.paths import output_dirs
+    from medsg_lib.profiles import get_profile
 
     prof = get_profile(profile)
     generated = output_dirs(profile).generated
     if not plan_targets(generated):
         return None
     metrics_cfg = replace(prof.metrics, allow_random_weights=True)
-    with contextlib.ExitStack() as stack:
-        if work_dir is None:
-            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="medsg-bench-table1-")))
-        else:
-            work = Path(work_dir)
-            work.mkdir(parents=True, exist_ok=True)
-        stack.enter_context(contextlib.chdir(work))
+    with _work_dir(work_dir, "medsg-bench-table1-") as work, contextlib.chdir(work):
         t0 = time.perf_counter()
         records = evaluate_generated(
             generated,

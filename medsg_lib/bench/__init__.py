@@ -1,0 +1,28 @@
+"""Benchmarks: training speed (:mod:`~medsg_lib.bench.train`) and the metrics pipeline
+(:mod:`~medsg_lib.bench.metrics`: our FID against pytorch-fid, the Table 1 evaluation).
+
+Each returns a JSON-able dict; ``python -m medsg_lib bench train|metrics`` prints it or appends it to a JSONL
+record.
+"""
+
+from medsg_lib.bench.metrics import (
+    RANDOM_WEIGHTS_NOTE,
+    bench_metrics,
+    bench_table1,
+    metrics_worker,
+    metrics_worker_main,
+    write_noise_pngs,
+    write_random_fid_weights,
+)
+from medsg_lib.bench.train import bench_train
+
+__all__ = [
+    "RANDOM_WEIGHTS_NOTE",
+    "bench_metrics",
+    "bench_table1",
+    "bench_train",
+    "metrics_worker",
+    "metrics_worker_main",
+    "write_noise_pngs",
+    "write_random_fid_weights",
+]

@@ -1,0 +1,60 @@
+"""The classifier stage of the pipeline: the project's X-ray classifier, trained once and evaluated."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from medsg_lib.classify.checkpoint import CHECKPOINT_NAME, load_classifier
+from medsg_lib.classify.evaluation import evaluate_classifier, evaluation_split
+from medsg_lib.classify.trainer import train_classifier
+from medsg_lib.config import ClassifierConfig, DataConfig, PhantomConfig, to_jsonable
+from medsg_lib.data import build_dataset
+from medsg_lib.files import CONFIG_NAME, read_json
+from medsg_lib.plots import save_confusion_figure
+from medsg_lib.report import write_json
+
+
+def ensure_classifier(
+    cfg: ClassifierConfig,
+    data_cfg: DataConfig,
+    run_dir: Path,
+    *,
+    phantoms: PhantomConfig | None = None,
+    results_dir: Path | None = None,
+    figures_dir: Path | None = None,
+    progress: bool = True,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """The project's X-ray classifier: trained once on the training split of ``data_cfg`` (at ``cfg.img_size``)
+    into ``run_dir`` and reused while ``run_dir/config.json`` holds the same config; evaluated on the held-out
+    split (:func:`evaluation_split`). Writes ``results_dir/classifier.json`` (accuracy, per-class recall, macro-F1,
+    confusion matrix, n per class, init) and ``figures_dir/fig_classifier_confusion.png`` when given.
+
+    Returns the model (eval mode) and that result dict.
+    """
+    data_cfg = replace(data_cfg, img_size=cfg.img_size, faithful_augment=False)
+    run_dir = Path(run_dir)
+    ckpt = run_dir / CHECKPOINT_NAME
+    config_path = run_dir / CONFIG_NAME
+    same = config_path.is_file() and read_json(config_path)["classifier"] == to_jsonable(cfg)
+    if not (ckpt.is_file() and same):
+        train_set = build_dataset(data_cfg, "train", phantoms, train=False, progress=progress)
+        val_set = build_dataset(data_cfg, "val", phantoms, train=False, progress=progress)
+        train_classifier(cfg, train_set, run_dir, val_set=val_set, progress=progress)
+    model, info = load_classifier(ckpt)
+    split = evaluation_split(data_cfg.layout)
+    result = evaluate_classifier(
+        model, build_dataset(data_cfg, split, phantoms, train=False, progress=progress)
+    )
+    result.update(
+        {"split": split, "init": info.get("init"), "checkpoint": str(ckpt), "img_size": cfg.img_size}
+    )
+    if results_dir is not None:
+        write_json(Path(results_dir) / "classifier.json", result)
+    if figures_dir is not None:
+        title = f"classifier on the {split} split (accuracy {result['accuracy']:.3f}, init {result['init']})"
+        save_confusion_figure(result, Path(figures_dir) / "fig_classifier_confusion.png", title=title)
+    return model, result
