@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from medsg_lib.config import CLASS_NAMES, DataConfig, MetricsConfig, PhantomConfig
-from medsg_lib.files import ALL_CLASSES, CONFIG_NAME, class_slug, read_json
+from medsg_lib.files import ALL_CLASSES, CONFIG_NAME, class_slug, project_relative, read_json
 from medsg_lib.metrics.records import Comparison
 from medsg_lib.metrics.registry import EvalOptions, metric_functions
 from medsg_lib.metrics.sources import Images, RealImages, check_class, generated_set, real_images
@@ -108,7 +108,7 @@ def evaluate_target(
         target.checkpoint,
         seed,
         Path(records_path),
-        (("fake_dir", str(target.fake_dir)), ("real_split", real_split)),
+        (("fake_dir", project_relative(target.fake_dir)), ("real_split", real_split)),
     )
     return evaluate_images(comparison, real, fakes, eval_options, GENERATED_METRICS)
 

@@ -94,6 +94,18 @@ def file_sha256(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
+def project_relative(path: Path | str) -> str:
+    """``path`` relative to the project root when it lies inside it (so that committed results name no machine's
+    folders), else as given."""
+    from medsg_lib.paths import project_root
+
+    path = Path(path)
+    try:
+        return str(path.resolve().relative_to(project_root()))
+    except ValueError:
+        return str(path)
+
+
 def class_slug(target_class: str) -> str:
     """Folder name of a class: ``covid``, ``non_covid``, ``normal`` (``CLASS_SLUGS``), or ``all``."""
     from medsg_lib.config import CLASS_NAMES, CLASS_SLUGS

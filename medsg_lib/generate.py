@@ -394,16 +394,3 @@ def generate_runs(
                 }
             )
     return pd.DataFrame(rows)
-
-
-def image_stats(out_root: Path) -> pd.DataFrame:
-    """Mean and standard deviation of the 8-bit pixel values of every generated set under ``out_root`` (one row
-    per run and class folder, sorted): a fingerprint of the images that survives the last bit of floating
-    point, for the regression cell of the generation notebook."""
-    rows = []
-    for folder in sorted(p for p in Path(out_root).glob("*/*") if p.is_dir() and any(p.glob("*.png"))):
-        files = sorted(folder.glob("*.png"))
-        pixels = np.concatenate([np.asarray(Image.open(f)).ravel() for f in files])
-        row = {"run": folder.parent.name, "folder": folder.name, "n_images": len(files)}
-        rows.append({**row, "mean": float(pixels.mean()), "std": float(pixels.std())})
-    return pd.DataFrame(rows)

@@ -14,8 +14,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
+from PIL import Image
 from torch import Tensor
 
 from medsg_lib.config import CLASS_NAMES
@@ -175,3 +177,16 @@ def lpips_groups(out_dir: Path, target_class: str) -> Iterator[list[Path]]:
     for _, group in rows.groupby("source_image", sort=False):
         if len(group) >= 2:
             yield [out_dir / f for f in group.sort_values("seed")["file"]]
+
+
+def image_stats(out_root: Path) -> pd.DataFrame:
+    """Mean and standard deviation of the 8-bit pixel values of every generated set under ``out_root`` (one row
+    per run and class folder, sorted): a fingerprint of the images that survives the last bit of floating
+    point, for the regression cell of the generation notebook."""
+    rows = []
+    for folder in sorted(p for p in Path(out_root).glob("*/*") if p.is_dir() and any(p.glob("*.png"))):
+        files = sorted(folder.glob("*.png"))
+        pixels = np.concatenate([np.asarray(Image.open(f)).ravel() for f in files])
+        row = {"run": folder.parent.name, "folder": folder.name, "n_images": len(files)}
+        rows.append({**row, "mean": float(pixels.mean()), "std": float(pixels.std())})
+    return pd.DataFrame(rows)

@@ -13,7 +13,7 @@ from medsg_lib.classify.evaluation import evaluate_classifier, evaluation_split
 from medsg_lib.classify.trainer import train_classifier
 from medsg_lib.config import ClassifierConfig, DataConfig, PhantomConfig, to_jsonable
 from medsg_lib.data import build_dataset
-from medsg_lib.files import CONFIG_NAME, read_json
+from medsg_lib.files import CONFIG_NAME, project_relative, read_json
 from medsg_lib.plots import save_confusion_figure
 from medsg_lib.report import write_json
 
@@ -50,7 +50,12 @@ def ensure_classifier(
         model, build_dataset(data_cfg, split, phantoms, train=False, progress=progress)
     )
     result.update(
-        {"split": split, "init": info.get("init"), "checkpoint": str(ckpt), "img_size": cfg.img_size}
+        {
+            "split": split,
+            "init": info.get("init"),
+            "checkpoint": project_relative(ckpt),
+            "img_size": cfg.img_size,
+        }
     )
     if results_dir is not None:
         write_json(Path(results_dir) / "classifier.json", result)

@@ -10,6 +10,7 @@ import pandas as pd
 from medsg_lib.config import CLASS_NAMES, to_jsonable
 from medsg_lib.data.records import ReadReport, XrayRecord
 from medsg_lib.data.transforms import load_image, load_mask, preprocess
+from medsg_lib.files import project_relative
 
 
 def count_table(report: ReadReport) -> pd.DataFrame:
@@ -87,8 +88,8 @@ def data_summary(report: ReadReport, stats: pd.DataFrame, data_cfg: object) -> d
     """The JSON-able record of notebook 01: config, counts per split and class, skipped files, class statistics."""
     return {
         "data": to_jsonable(data_cfg),
-        "root": str(report.root),
+        "root": project_relative(report.root),
         "counts": count_table(report).to_dict(orient="records"),
-        "skipped": [{"file": str(p), "reason": r} for p, r in report.skipped],
+        "skipped": [{"file": project_relative(p), "reason": r} for p, r in report.skipped],
         "class_stats": stats.round(4).to_dict(orient="records"),
     }

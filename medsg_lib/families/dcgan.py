@@ -7,9 +7,8 @@ from typing import TYPE_CHECKING
 
 from torch import nn
 
-from medsg_lib.config import check_positive
 from medsg_lib.families.base import NUM_DOMAINS
-from medsg_lib.families.noise import NoiseGAN
+from medsg_lib.families.noise import NoiseConfig, NoiseGAN
 from medsg_lib.models.dcgan import DCGANDiscriminator, DCGANGenerator
 
 if TYPE_CHECKING:
@@ -17,17 +16,11 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class DCGANConfig:
-    """DCGAN's own fields (the reference recipe's defaults)."""
+class DCGANConfig(NoiseConfig):
+    """DCGAN's own fields (the reference recipe's defaults); every positive number is checked."""
 
-    nz: int = 100  # latent size
     ngf: int = 64  # generator width
     ndf: int = 64  # discriminator width
-    lr: float = 2e-4
-    beta1: float = 0.5
-
-    def __post_init__(self) -> None:
-        check_positive(self, "nz", "ngf", "ndf", "lr")
 
 
 class DCGAN(NoiseGAN):

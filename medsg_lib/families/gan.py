@@ -7,9 +7,8 @@ from typing import TYPE_CHECKING
 
 from torch import nn
 
-from medsg_lib.config import check_positive
 from medsg_lib.families.base import NUM_DOMAINS
-from medsg_lib.families.noise import NoiseGAN
+from medsg_lib.families.noise import NoiseConfig, NoiseGAN
 from medsg_lib.models.gan import MLPDiscriminator, MLPGenerator
 
 if TYPE_CHECKING:
@@ -17,16 +16,10 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class GANConfig:
-    """The vanilla GAN's own fields."""
+class GANConfig(NoiseConfig):
+    """The vanilla GAN's own fields; every positive number is checked."""
 
-    nz: int = 100  # latent size
     hidden: int = 1024  # width of the hidden layers
-    lr: float = 2e-4
-    beta1: float = 0.5
-
-    def __post_init__(self) -> None:
-        check_positive(self, "nz", "hidden", "lr")
 
 
 class VanillaGAN(NoiseGAN):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING
 
 import torch
@@ -18,7 +19,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from medsg_lib import losses
-from medsg_lib.config import CLASS_NAMES
+from medsg_lib.config import CLASS_NAMES, check_positive
 from medsg_lib.devices import autocast, broadcast_state
 from medsg_lib.families.base import (
     Batch,
@@ -43,6 +44,18 @@ if TYPE_CHECKING:
 NUM_SAMPLES = 16  # 4 x 4 grid of fixed-latent samples
 
 
+@dataclass(frozen=True)
+class NoiseConfig:
+    """What every noise-to-image GAN's config has (the DCGAN reference recipe's optimiser)."""
+
+    nz: int = 100  # latent size
+    lr: float = 2e-4  # Adam, generator and discriminator
+    beta1: float = 0.5  # Adam beta1 (beta2 is 0.999)
+
+    def __post_init__(self) -> None:
+        check_positive(self, *(f.name for f in fields(self) if f.name != "beta1"))
+
+
 def plan_noise_step(gen: torch.Generator, pool: Tensor, batch: int, nz: int) -> StepPlan:
     """``batch`` images of ``pool`` uniformly with replacement and one latent ``(batch, nz)``."""
     indices = draw(pool, batch, gen).tolist()
@@ -51,8 +64,8 @@ def plan_noise_step(gen: torch.Generator, pool: Tensor, batch: int, nz: int) -> 
 
 
 class NoiseGAN(ModelFamily):
-    """A generator of latents ``(B, nz)`` and a discriminator of one logit; its config has ``nz``, ``lr`` and
-    ``beta1``. Subclasses build the two networks."""
+    """A generator of latents ``(B, nz)`` and a discriminator of one logit; its config is a
+    :class:`NoiseConfig`. Subclasses build the two networks."""
 
     reproduce_targets = ("all", *CLASS_NAMES)
 
