@@ -173,6 +173,7 @@ class MetricsConfig:
     kid_subset_size: int = 1000
     bootstrap: int = 200  # resamples for the FID confidence interval
     allow_random_weights: bool = False  # tests only; every record is labelled when True
+    frd_workers: int = 0  # processes for radiomic feature extraction (0: every core)
 
 
 @dataclass(frozen=True)

@@ -26,10 +26,13 @@ import pandas as pd
 from medsg_lib.config import CLASS_NAMES
 from medsg_lib.evaluate import REAL_BASELINE_MODEL
 from medsg_lib.files import ALL_CLASSES, write_text_atomic
+from medsg_lib.metrics.frd import FRD_PROTOCOL
 from medsg_lib.metrics.weights import is_unverified
 from medsg_lib.report import write_table
 
 DASH = "—"
+LPIPS_COLUMN = "LPIPS (ours)"
+MSSSIM_COLUMN = "MS-SSIM (lower = more diverse)"
 NOT_RUN = "not run"
 MISSING_PREFIX = "missing weights: "
 UNVERIFIED_PREFIX = "unverified weights: "
@@ -41,7 +44,10 @@ the two source classes, as the authors). References are the TRAINING images of t
 rows, as in the paper). FID is biased upwards at small n: compare rows at similar n_fake and against the real
 train vs real test floor. KID is x 1e3. Med-StyleGAN2 LPIPS: mean over pairs of outputs of one source image;
 GAN/DCGAN LPIPS: random pairs of samples. "missing weights (file)": the pretrained file was not available
-offline.
+offline. FRD: Fréchet Radiomic Distance v1 (frd-score; ~400 PyRadiomics features, z-scored against the real
+set, log of the squared Fréchet distance; lower is better, a difference of 0.69 is a factor 2; no pretrained
+weights). MS-SSIM: between outputs, on the same pairs as LPIPS (lower = more diverse); for the real rows,
+between random held-out images of the class (the diversity of the real data).
 """
 
 
@@ -143,8 +149,12 @@ def index_records(records: Sequence[dict[str, Any]]) -> dict[RecordKey, dict[str
     return {(r["model"], r["class"], r["metric"], r["protocol"]): r for r in records}
 
 
-def _lpips_record(index: dict[RecordKey, dict[str, Any]], model: str, cls: str) -> dict[str, Any] | None:
-    found = [r for (m, c, metric, _), r in index.items() if (m, c, metric) == (model, cls, "lpips")]
+def _any_protocol(
+    index: dict[RecordKey, dict[str, Any]], model: str, cls: str, metric: str
+) -> dict[str, Any] | None:
+    """The last record of ``metric`` for (model, class) whatever its protocol (the diversity metrics' protocol
+    names the pairing, which differs between image-to-image and noise-to-image models)."""
+    found = [r for (m, c, name, _), r in index.items() if (m, c, name) == (model, cls, metric)]
     return found[-1] if found else None
 
 
@@ -155,6 +165,7 @@ def _columns(feature_name: str) -> list[tuple[str, str, str, Callable[[dict[str,
         ("FID (pytorch-fid) [95% CI]", "fid", "pytorch-fid", fmt_value_ci),
         ("FID (paper protocol)", "fid", "paper", fmt_value_ci),
         ("KID x1e3 (pytorch-fid)", "kid", "pytorch-fid", fmt_kid),
+        ("FRD (radiomics)", "frd", FRD_PROTOCOL, fmt_plain),
         (f"FD ({feature_name}) [95% CI]", f"fd_{feature_name}", domain, fmt_value_ci),
         (f"KID x1e3 ({feature_name})", f"kid_{feature_name}", domain, fmt_kid),
         (f"precision ({feature_name})", "precision", domain, fmt_plain),
@@ -181,7 +192,12 @@ def our_cells(
     index: dict[RecordKey, dict[str, Any]], key: tuple[str, str] | None, feature_name: str
 ) -> dict[str, str]:
     """Our columns of one row; ``key=None`` (a literature row) gives "—" everywhere."""
-    columns = [name for name, *_ in _columns(feature_name)] + ["LPIPS (ours)", "n_real", "n_fake"]
+    columns = [name for name, *_ in _columns(feature_name)] + [
+        LPIPS_COLUMN,
+        MSSSIM_COLUMN,
+        "n_real",
+        "n_fake",
+    ]
     if key is None:
         return dict.fromkeys(columns, DASH)
     model, cls = key
@@ -189,9 +205,10 @@ def our_cells(
         name: cell(index.get((model, cls, metric, protocol)), fmt)
         for name, metric, protocol, fmt in _columns(feature_name)
     }
-    cells["LPIPS (ours)"] = (
-        DASH if model == REAL_BASELINE_MODEL else cell(_lpips_record(index, model, cls), fmt_plain)
+    cells[LPIPS_COLUMN] = (
+        DASH if model == REAL_BASELINE_MODEL else cell(_any_protocol(index, model, cls, "lpips"), fmt_plain)
     )
+    cells[MSSSIM_COLUMN] = cell(_any_protocol(index, model, cls, "msssim"), fmt_plain)
     cells["n_real"], cells["n_fake"] = _sample_sizes(index, model, cls, feature_name)
     return cells
 

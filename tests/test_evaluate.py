@@ -39,6 +39,8 @@ from medsg_lib.metrics import (
     registry,
 )
 from medsg_lib.metrics.cache import load_features, module_fingerprint, save_features
+from medsg_lib.metrics.frd import FRD_PROTOCOL
+from medsg_lib.metrics.msssim import MSSSIM_GROUP_PROTOCOL, MSSSIM_PAIRS_PROTOCOL, msssim_levels
 from medsg_lib.metrics.registry import EvalOptions, lpips_protocol
 from medsg_lib.metrics.sources import generated_set, real_images
 from medsg_lib.metrics.values import bootstrap_skip_reason
@@ -205,7 +207,8 @@ def test_plain_callable_is_not_cached(offline: list[str], data_cfg: DataConfig, 
         by_metric(records)[("fd_proj", "domain:proj")]["weights"]
         == "proj (unidentified callable, not cached)"
     )
-    assert not (tmp_path / "stats").exists()
+    cached = sorted(p.name.split("-")[0] for p in (tmp_path / "stats").glob("*.npz"))
+    assert cached == ["radiomics"]  # only FRD's real radiomic features, no domain features or moments
 
 
 def test_real_vs_real_baseline(offline: list[str], data_cfg: DataConfig, tmp_path: Path) -> None:
@@ -230,6 +233,11 @@ def test_real_vs_real_baseline(offline: list[str], data_cfg: DataConfig, tmp_pat
         "test",
     )
     assert not any(r["metric"] == "lpips" for r in records)
+    frd_floor, msssim_floor = got[("frd", FRD_PROTOCOL)], got[("msssim", MSSSIM_PAIRS_PROTOCOL)]
+    assert (frd_floor["n_real"], frd_floor["n_fake"], frd_floor["status"]) == (NUM, NUM, "ok")
+    assert frd_floor["num_features"] > 300 and np.isfinite(frd_floor["value"])
+    assert (msssim_floor["n_fake"], msssim_floor["levels"]) == (NUM, msssim_levels(data_cfg.img_size))
+    assert 0.0 < msssim_floor["value"] < 1.0
     # the floor (same class, other split) lies below the distance to another class
     other_class = EvalTarget("gan", "COVID-19", data_cfg.root / "train" / "normal", "-")
     cross = by_metric(run(other_class, data_cfg, tmp_path, CountingProjection()))[("fd_proj", "domain:proj")]
@@ -303,6 +311,9 @@ def test_lpips_groups_from_the_manifest_with_random_weights(
     assert lpips["protocol"] == LPIPS_GROUP_PROTOCOL and lpips["model"] == "dcgan"
     assert (lpips["num_groups"], lpips["n_fake"]) == (3, NUM)
     assert "UNVERIFIED" in lpips["weights"]
+    msssim = by_metric(records)[("msssim", MSSSIM_GROUP_PROTOCOL)]  # the same groups, no weights needed
+    assert (msssim["num_groups"], msssim["n_fake"], msssim["status"]) == (3, NUM, "ok")
+    assert 0.0 < msssim["value"] < 1.0
     assert by_metric(records)[("fd_proj", "domain:proj")]["ci_note"] == "no CI: MetricsConfig.bootstrap is 0"
     assert offline == []
 
@@ -320,6 +331,8 @@ def test_lpips_over_random_pairs_without_sources(
     (lpips,) = [r for r in records if r["metric"] == "lpips"]
     assert lpips["protocol"] == LPIPS_PAIRS_PROTOCOL and lpips["value"] > 0
     assert (lpips["num_pairs"], lpips["n_fake"], lpips["n_real"]) == (20, NUM, 0)
+    msssim = by_metric(records)[("msssim", MSSSIM_PAIRS_PROTOCOL)]
+    assert (msssim["num_pairs"], msssim["n_fake"]) == (20, NUM)
 
 
 def test_paper_protocol_is_the_mean_over_source_classes(
@@ -422,7 +435,7 @@ def test_wrappers_validate_options_before_reading_anything(data_cfg: DataConfig,
 
 
 def test_registry_unknown_metric_is_refused_before_any_record(data_cfg: DataConfig, tmp_path: Path) -> None:
-    assert list(registry.METRICS) == ["inception", "domain", "lpips"]
+    assert list(registry.METRICS) == ["inception", "domain", "frd", "lpips", "msssim"]
     real = real_images(data_cfg, "train", "Normal")
     comparison = Comparison("gan", "Normal", "-", 0, tmp_path / "records.jsonl")
     options = EvalOptions(
@@ -430,7 +443,9 @@ def test_registry_unknown_metric_is_refused_before_any_record(data_cfg: DataConf
     )
     with pytest.raises(ValueError) as err:
         evaluate_images(comparison, real, real, options, ["domain", "fid", "is"])
-    assert str(err.value) == "unknown metric(s) ['fid', 'is']; choose from inception, domain, lpips"
+    assert (
+        str(err.value) == "unknown metric(s) ['fid', 'is']; choose from inception, domain, frd, lpips, msssim"
+    )
     assert not (tmp_path / "records.jsonl").exists()
     with pytest.raises(ValueError, match="metric 'lpips' measures the diversity of a generated set"):
         evaluate_images(comparison, real, real, options, ["lpips"])

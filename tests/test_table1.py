@@ -8,6 +8,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from medsg_lib.metrics.frd import FRD_PROTOCOL
 from medsg_lib.metrics.weights import weights_label
 from medsg_lib.table1 import (
     PAPER_TABLE1,
@@ -71,6 +72,8 @@ def records() -> list[dict[str, Any]]:
         rec("medsg", "Normal", "precision", "domain:classifier", 0.75),
         rec("medsg", "Normal", "recall", "domain:classifier", 0.5),
         rec("medsg", "Normal", "lpips", "lpips-alex-v0.1: groups", 0.21, n_real=0),
+        rec("medsg", "Normal", "frd", FRD_PROTOCOL, 3.14159),
+        rec("medsg", "Normal", "msssim", "ms-ssim: groups", 0.4321, n_real=0),
         missing("gan", "all", "fid", "pytorch-fid", "pt_inception-2015-12-05-6726825d.pth"),
         missing("gan", "all", "lpips", "lpips-alex-v0.1: pairs", "alexnet-owt-7be5be79.pth"),
         rec("dcgan", "COVID-19", "fd_classifier", "domain:classifier", 3.0, n_real=40, n_fake=50),
@@ -83,6 +86,7 @@ def records() -> list[dict[str, Any]]:
             n_real=200,
             n_fake=32,
         ),
+        rec("real (train vs test)", "Normal", "msssim", "ms-ssim: pairs", 0.25, n_real=0, n_fake=32),
         rec("medsg", "all", "fd_classifier", "domain:classifier", 9.0),  # a combination Table 1 does not name
     ]
 
@@ -122,6 +126,8 @@ def test_our_values_missing_weights_and_sample_sizes(records: list[dict[str, Any
     assert normal["KID x1e3 (classifier)"] == "2.000 ± 1.000"
     assert (normal["precision (classifier)"], normal["recall (classifier)"]) == ("0.750", "0.500")
     assert normal["LPIPS (ours)"] == "0.210"
+    assert (normal["FRD (radiomics)"], normal["MS-SSIM (lower = more diverse)"]) == ("3.142", "0.432")
+    assert row(df, "GAN")["MS-SSIM (lower = more diverse)"] == "not run"
     assert (normal["n_real"], normal["n_fake"]) == ("120", "160")
     gan = row(df, "GAN")
     assert gan["FID (pytorch-fid) [95% CI]"] == "missing weights (pt_inception-2015-12-05-6726825d.pth)"
@@ -145,6 +151,7 @@ def test_extra_rows_only_with_records(records: list[dict[str, Any]]) -> None:
     assert (dcgan["n_real"], dcgan["n_fake"]) == ("40", "50")
     floor = row(df, "Real train vs real test (Normal)")
     assert (floor["n_real"], floor["n_fake"], floor["LPIPS (ours)"]) == ("200", "32", "—")
+    assert floor["MS-SSIM (lower = more diverse)"] == "0.250"  # the real images' own similarity: the floor
     assert len(build_table1([])) == 9
     assert (build_table1([]).map(lambda v: isinstance(v, str))).all().all()  # strings, no NaN
 

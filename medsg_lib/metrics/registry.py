@@ -12,8 +12,12 @@ reference (:class:`~medsg_lib.metrics.sources.RealImages`), ``other`` real image
 - ``"domain"``: with ``options.feature_fn`` (e.g. the project's X-ray classifier): ``fd_<feature_name>``,
   ``kid_<feature_name>`` and PRDC (``precision``, ``recall``, ``density``, ``coverage``) in its feature space;
   no records without a feature network.
+- ``"frd"``: the Fréchet Radiomic Distance (:mod:`medsg_lib.metrics.frd`; no pretrained weights), the real
+  side's radiomic features cached in ``options.cache_dir``.
 - ``"lpips"``: diversity of a generated set: within groups of outputs of one source image when its manifest
   gives every file a source image (StarGAN v2's protocol), else over random pairs.
+- ``"msssim"``: MS-SSIM between outputs on the same pairs as ``"lpips"`` (:mod:`medsg_lib.metrics.msssim`;
+  lower = more diverse); of real images, over random pairs (the floor).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from torch import Tensor, nn
 
 from medsg_lib.config import MetricsConfig
 from medsg_lib.manifest import lpips_groups
-from medsg_lib.metrics import lpips_div
+from medsg_lib.metrics import frd, lpips_div, msssim
 from medsg_lib.metrics.cache import feature_label, image_features
 from medsg_lib.metrics.features import build_extractor
 from medsg_lib.metrics.records import Comparison
@@ -217,6 +221,18 @@ def domain_records(
 
 
 # ----------------------------------------------------------------------------------------------------------
+# Fréchet Radiomic Distance
+
+
+def frd_records(
+    comparison: Comparison, real: RealImages, other: Images, options: EvalOptions
+) -> list[dict[str, Any]]:
+    """One ``frd`` record: FRD v1 of ``other`` against ``real`` (the real radiomic features cached)."""
+    fields = frd.frd_fields(real, other, options.cache_dir, options.metrics_cfg.frd_workers)
+    return [comparison.append(**fields)]
+
+
+# ----------------------------------------------------------------------------------------------------------
 # LPIPS diversity
 
 
@@ -232,6 +248,14 @@ def lpips_protocol(images: GeneratedSet) -> str:
     return lpips_div.LPIPS_GROUP_PROTOCOL if images.image_to_image else lpips_div.LPIPS_PAIRS_PROTOCOL
 
 
+def _chosen_files(files: tuple[Path, ...], seed: int) -> list[Path]:
+    """A seeded subset of at most :data:`LPIPS_MAX_IMAGES` files, in file order (random pairs are drawn there)."""
+    rng = np.random.default_rng(seed)
+    return [
+        files[i] for i in np.sort(rng.choice(len(files), min(len(files), LPIPS_MAX_IMAGES), replace=False))
+    ]
+
+
 def _lpips_value(model: lpips_div.LpipsModel, images: GeneratedSet, seed: int) -> dict[str, Any]:
     """LPIPS diversity within source groups (from the manifest) or over random pairs of a seeded subset of at
     most :data:`LPIPS_MAX_IMAGES` images."""
@@ -245,11 +269,7 @@ def _lpips_value(model: lpips_div.LpipsModel, images: GeneratedSet, seed: int) -
             "num_groups": num_groups,
             "n_fake": counter[0],
         }
-    files = images.files
-    rng = np.random.default_rng(seed)
-    chosen = [
-        files[i] for i in np.sort(rng.choice(len(files), min(len(files), LPIPS_MAX_IMAGES), replace=False))
-    ]
+    chosen = _chosen_files(images.files, seed)
     value, num_pairs = lpips_div.lpips_pairs(model, load_images(chosen), LPIPS_NUM_PAIRS, seed, batch_size=50)
     return {
         "protocol": lpips_div.LPIPS_PAIRS_PROTOCOL,
@@ -290,13 +310,55 @@ def lpips_records(
 
 
 # ----------------------------------------------------------------------------------------------------------
+# MS-SSIM diversity
+
+
+def _real_tensor(images: RealImages, seed: int) -> Tensor:
+    """A seeded subset of at most :data:`LPIPS_MAX_IMAGES` real images as one (K, C, H, W) tensor in [-1, 1]."""
+    rng = np.random.default_rng(seed)
+    keep = np.sort(rng.choice(len(images), min(len(images), LPIPS_MAX_IMAGES), replace=False))
+    return torch.cat(list(images))[torch.from_numpy(keep)]
+
+
+def msssim_records(
+    comparison: Comparison, real: RealImages, other: Images, options: EvalOptions
+) -> list[dict[str, Any]]:
+    """One ``msssim`` record: MS-SSIM between outputs of ``other`` on LPIPS's pairs (within source groups for
+    an image-to-image set, else random pairs); for real images ``other`` (the floor: how alike real images of
+    a class are), random pairs. ``real`` is not used. Lower = more diverse."""
+    size = real.img_size
+    base = {"metric": "msssim", "feature_net": "none (pixels)", "weights": "none", "n_real": 0}
+    base.update(msssim.msssim_protocol_fields(size))
+    if isinstance(other, GeneratedSet) and other.image_to_image:
+        paths = list(lpips_groups(other.manifest_dir, other.target_class))
+        fields = {"protocol": msssim.MSSSIM_GROUP_PROTOCOL, "num_groups": len(paths)}
+        if not paths:
+            status = "no source image has two outputs (generate with num_latents_per_source >= 2)"
+            return [comparison.append(**base, **fields, n_fake=len(other), value=None, status=status)]
+        counter = [0]
+        value, _ = msssim.msssim_diversity(_group_tensors(iter(paths), counter))
+        fields["n_fake"] = counter[0]
+    else:
+        x = (
+            load_images(_chosen_files(other.files, comparison.seed))
+            if isinstance(other, GeneratedSet)
+            else (_real_tensor(other, comparison.seed))
+        )
+        value, num_pairs = msssim.msssim_pairs(x, LPIPS_NUM_PAIRS, comparison.seed)
+        fields = {"protocol": msssim.MSSSIM_PAIRS_PROTOCOL, "num_pairs": num_pairs, "n_fake": len(x)}
+    return [comparison.append(**base, **fields, value=value)]
+
+
+# ----------------------------------------------------------------------------------------------------------
 # Registry
 
 MetricFn = Callable[[Comparison, RealImages, Images, EvalOptions], list[dict[str, Any]]]
 METRICS: Mapping[str, MetricFn] = {
     "inception": inception_records,
     "domain": domain_records,
+    "frd": frd_records,
     "lpips": lpips_records,
+    "msssim": msssim_records,
 }
 
 

@@ -1,0 +1,218 @@
+"""Fréchet Radiomic Distance (FRD v1; Konz, Osuala et al. 2024, arXiv 2412.01496) through ``frd-score``.
+
+FRD compares two image sets in the space of ~464 PyRadiomics features (first-order, GLCM, GLRLM, GLSZM and
+NGTDM texture of the original image, four Laplacian-of-Gaussian images and eight wavelet bands): no pretrained
+network, so it works offline, and each feature has a meaning a radiologist can read. The radiomics are
+extracted by ``frd-score``'s own functions (:func:`frd_score.frd.get_feature_extractor` with its v1 2-D
+configuration and :func:`frd_score.frd.compute_features`, which runs PyRadiomics on image files); nothing of
+the radiomics is re-implemented here.
+
+What this module adds is the split that a cache needs: :func:`radiomic_features` extracts one set's raw
+features, and :func:`frd_from_features` turns two raw feature arrays into the FRD exactly as
+``frd_score.compute_frd(..., frd_version="v1")`` does (v1 defaults: rows with NaN dropped, float32, z-scores
+against the REFERENCE set (``norm_ref="d1"``), columns with NaN/Inf in either set dropped, Fréchet distance,
+``log(d_F^2)``), with frd-score's ``z_score_normalize`` and ``calculate_frechet_distance``. A test checks the
+equality with ``compute_frd`` on the same files. So the real side's features are extracted once per data set
+and cached, like the FID statistics, while every generated set is extracted afresh.
+
+Images reach PyRadiomics as 8-bit grayscale PNG files: generated PNGs as they are (converted to grayscale in a
+temporary folder when they are RGB), real images written from the evaluation's uint8 tensors (lossless), so
+both sides are compared at the evaluation size. Lower FRD is better; it is a log, so differences are ratios of
+squared Fréchet distances (a difference of 0.69 is a factor 2).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, redirect_stdout
+from importlib import metadata
+from io import StringIO
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from medsg_lib.files import write_atomic
+from medsg_lib.metrics.sources import GeneratedSet, Images, RealImages
+
+FRD_VERSION = "v1"
+FRD_PROTOCOL = "frd-v1 (frd-score 1.0.1): z-scores against the real set, log(d_F^2)"
+RADIOMICS_PACKAGES: tuple[str, ...] = ("frd-score", "pyradiomics-bhklab", "SimpleITK", "PyWavelets")
+
+
+def radiomics_versions() -> dict[str, str]:
+    """Installed versions of the packages that shape a radiomic feature ("not installed" when absent)."""
+    versions = {}
+    for name in RADIOMICS_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def feature_net_label() -> str:
+    """What extracted the features, with versions, for the records' ``feature_net``."""
+    v = radiomics_versions()
+    return (
+        f"PyRadiomics (pyradiomics-bhklab {v['pyradiomics-bhklab']}) via frd-score {v['frd-score']}, "
+        "FRD v1 2-D configuration: Original + LoG (sigma 2-5) + Wavelet"
+    )
+
+
+def _workers(num_workers: int) -> int:
+    return num_workers if num_workers > 0 else max(1, os.cpu_count() or 1)
+
+
+def radiomic_features(
+    files: Sequence[Path], masks: Sequence[Path] | None = None, num_workers: int = 0
+) -> tuple[np.ndarray, list[str]]:
+    """Raw FRD-v1 radiomic features of 2-D grayscale image files: ``(features (n, F) float64, names)``.
+
+    ``masks``: one binary mask file per image (0/255 or 0/1), or None for the whole image (frd-score's
+    default: everything except one corner pixel). ``num_workers``: processes (0: every core). An image whose
+    mask has at most one pixel is skipped by frd-score, so ``n`` can be smaller than ``len(files)``.
+    """
+    from frd_score import frd as frd_lib
+
+    if not files:
+        raise ValueError("radiomic_features got no image files")
+    frd_lib._ensure_radiomics()
+    logging.getLogger("radiomics").setLevel(logging.ERROR)
+    frd_lib.setVerbosity(60)
+    extractor = frd_lib.get_feature_extractor(frd_version=FRD_VERSION, image_dim=2)
+    with redirect_stdout(StringIO()):
+        feats, dicts, _ = frd_lib.compute_features(
+            [str(f) for f in files],
+            extractor,
+            masks=None if masks is None else [str(m) for m in masks],
+            num_workers=_workers(num_workers),
+            frd_version=FRD_VERSION,
+        )
+    return np.asarray(feats, dtype=np.float64), list(dicts[0].keys())
+
+
+def frd_from_features(reference: np.ndarray, other: np.ndarray) -> tuple[float, dict[str, int]]:
+    """FRD v1 of ``other`` against ``reference`` (raw features (n, F) of :func:`radiomic_features`), as
+    ``frd_score.compute_frd(..., frd_version="v1")`` computes it, and what was kept:
+    ``{"n_real", "n_fake", "num_features"}`` after dropping NaN rows and NaN/Inf columns."""
+    from frd_score import frd as frd_lib
+
+    if reference.ndim != 2 or other.ndim != 2 or reference.shape[1] != other.shape[1]:
+        raise ValueError(
+            f"feature arrays must be (n, F) with the same F, got {reference.shape} and {other.shape}"
+        )
+    sets = [f[~np.isnan(f).any(axis=1)].astype(np.float32) for f in (reference, other)]
+    if min(len(s) for s in sets) < 2:
+        raise ValueError(
+            f"FRD needs at least 2 images per set without NaN features, got {[len(s) for s in sets]}"
+        )
+    normalised = [
+        frd_lib.z_score_normalize(
+            s, 0.0, 1.0, base_distribution=sets[0], replace_nan=False, handle_std_zero=False
+        )
+        for s in sets
+    ]
+    keep = ~np.zeros(normalised[0].shape[1], dtype=bool)
+    for n in normalised:
+        keep &= ~(np.isnan(n).any(axis=0) | np.isinf(n).any(axis=0))
+    normalised = [n[:, keep] for n in normalised]
+    mu = [n.mean(axis=0) for n in normalised]
+    sigma = [np.cov(n, rowvar=False) for n in normalised]
+    d2 = frd_lib.calculate_frechet_distance(mu[0], sigma[0], mu[1], sigma[1])
+    value = float(np.log(d2)) if d2 > 0 else float("-inf")
+    return value, {"n_real": len(sets[0]), "n_fake": len(sets[1]), "num_features": int(keep.sum())}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Image sets -> files -> features (the real side cached)
+
+
+def _write_gray_png(array_u8: np.ndarray, path: Path) -> None:
+    Image.fromarray(array_u8).save(path)
+
+
+@contextmanager
+def image_files(images: Images) -> Iterator[list[Path]]:
+    """Grayscale PNG files of a set, valid inside the ``with``: a generated set's own files when they are
+    grayscale, else copies in a temporary folder (real images from their uint8 tensors; RGB converted with
+    PIL's ITU-R 601-2 luma)."""
+    if isinstance(images, GeneratedSet) and all(Image.open(f).mode == "L" for f in images.files[:1]):
+        yield list(images.files)
+        return
+    with tempfile.TemporaryDirectory(prefix="medsg-frd-") as tmp:
+        paths = []
+        if isinstance(images, RealImages):
+            for k, idx in enumerate(images.indices.tolist()):
+                x = images.images_u8[idx].numpy()  # (C, H, W) uint8
+                gray = (
+                    x[0]
+                    if x.shape[0] == 1
+                    else np.asarray(Image.fromarray(x.transpose(1, 2, 0)).convert("L"))
+                )
+                paths.append(Path(tmp) / f"{k:06d}.png")
+                _write_gray_png(gray, paths[-1])
+        else:
+            for k, f in enumerate(images.files):
+                paths.append(Path(tmp) / f"{k:06d}.png")
+                Image.open(f).convert("L").save(paths[-1])
+        yield paths
+
+
+def radiomics_cache_path(real: RealImages, cache_dir: Path) -> tuple[Path, str]:
+    """``cache_dir/radiomics-<hash>.npz`` and the key (JSON) of a real set's raw features: the data set's
+    identity, split, class, size, channels, FRD version and the radiomics packages' versions."""
+    key = {
+        "dataset": real.identity,
+        "split": real.split,
+        "class": real.target_class,
+        "img_size": real.img_size,
+        "channels": real.channels,
+        "frd_version": FRD_VERSION,
+        "versions": radiomics_versions(),
+    }
+    key_json = json.dumps(key, sort_keys=True, default=str)
+    digest = hashlib.sha256(key_json.encode()).hexdigest()[:16]
+    return Path(cache_dir) / f"radiomics-{digest}.npz", key_json
+
+
+def set_features(images: Images, cache_dir: Path | None, num_workers: int = 0) -> np.ndarray:
+    """Raw radiomic features (n, F) of either kind of set; a real set's from ``cache_dir`` when there, else
+    extracted and saved there (``None``: no cache). A cache file of another key raises, naming it."""
+    path = key_json = None
+    if isinstance(images, RealImages) and cache_dir is not None:
+        path, key_json = radiomics_cache_path(images, cache_dir)
+        if path.is_file():
+            with np.load(path) as data:
+                if str(data["key"]) != key_json:
+                    raise ValueError(f"radiomics cache {path} holds another key; delete it")
+                return data["feats"]
+    with image_files(images) as files:
+        feats, _ = radiomic_features(files, num_workers=num_workers)
+    if path is not None:
+        write_atomic(path, lambda f: np.savez(f, feats=feats, key=key_json))
+    return feats
+
+
+def frd_fields(
+    real: RealImages, other: Images, cache_dir: Path | None, num_workers: int = 0
+) -> dict[str, Any]:
+    """The fields of one ``frd`` record: value, protocol, feature net, n_real, n_fake, num_features."""
+    value, kept = frd_from_features(
+        set_features(real, cache_dir, num_workers), set_features(other, None, num_workers)
+    )
+    return {
+        "metric": "frd",
+        "protocol": FRD_PROTOCOL,
+        "feature_net": feature_net_label(),
+        "weights": "none (hand-crafted radiomic features)",
+        "value": value,
+        **kept,
+        "radiomics_versions": radiomics_versions(),
+    }
