@@ -219,3 +219,81 @@ def save_confusion_figure(
     _save(fig, path, dpi=dpi, bbox_inches=None)  # exactly figsize * dpi pixels
     plt.close(fig)
     return Path(path)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Memorisation audit (notebook 06)
+
+
+def save_memorisation_distances(
+    generated: Mapping[str, np.ndarray], heldout: np.ndarray, threshold: float, path: Path
+) -> plt.Figure:
+    """One panel per model: histograms of the nearest-training pixel distances of its generated images and of
+    the real held-out images (the baseline of "new but similar"), with the near-copy threshold. Writes
+    ``path``; returns the figure."""
+    fig, axes = plt.subplots(
+        1, len(generated), figsize=(3.2 * len(generated), 2.8), sharex=True, squeeze=False
+    )
+    top = max([heldout.max(), *(d.max() for d in generated.values())]) * 1.05
+    bins = np.linspace(0, top, 40)
+    for ax, (label, dist) in zip(axes[0], generated.items(), strict=True):
+        ax.hist(
+            heldout,
+            bins=bins,
+            density=True,
+            color="0.6",
+            alpha=0.7,
+            label=f"held-out real (n={len(heldout)})",
+        )
+        ax.hist(dist, bins=bins, density=True, color="C3", alpha=0.6, label=f"generated (n={len(dist)})")
+        ax.axvline(threshold, color="k", ls="--", lw=1, label=f"near-copy threshold {threshold:.3f}")
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel("distance to nearest training image (pixels)", fontsize=8)
+        ax.legend(fontsize=6, loc="upper right")
+    axes[0][0].set_ylabel("density")
+    fig.suptitle(
+        "Memorisation: how close generated and held-out real images come to the training set", fontsize=10
+    )
+    fig.tight_layout()
+    _save(fig, path)
+    return fig
+
+
+def _gray_u8(x: np.ndarray) -> np.ndarray:
+    """(C, H, W) in [-1, 1] -> (H, W) in 0..255 (first channel)."""
+    return np.clip((x[0] + 1.0) * 127.5, 0, 255)
+
+
+def save_memorisation_pairs(
+    pairs: Mapping[str, Sequence[tuple[np.ndarray, np.ndarray, float]]], threshold: float, path: Path
+) -> plt.Figure:
+    """The closest generated/training pairs: per model two rows (generated above, its nearest training image
+    below), one column per pair, the distance in the title (red: below the near-copy threshold). Images are
+    (C, H, W) in [-1, 1], drawn on one gray scale. Writes ``path``; returns the figure."""
+    cols = max(len(p) for p in pairs.values())
+    fig, axes = plt.subplots(
+        2 * len(pairs), cols, figsize=(1.7 * cols + 1.2, 3.6 * len(pairs)), squeeze=False
+    )
+    for r, (label, model_pairs) in enumerate(pairs.items()):
+        for c in range(cols):
+            top, bottom = axes[2 * r, c], axes[2 * r + 1, c]
+            for ax in (top, bottom):
+                ax.set_xticks([])
+                ax.set_yticks([])
+            if c >= len(model_pairs):
+                top.axis("off")
+                bottom.axis("off")
+                continue
+            gen, train, dist = model_pairs[c]
+            top.imshow(_gray_u8(gen), cmap="gray", vmin=0, vmax=255)
+            bottom.imshow(_gray_u8(train), cmap="gray", vmin=0, vmax=255)
+            top.set_title(f"d = {dist:.3f}", fontsize=8, color="C3" if dist < threshold else "k")
+        axes[2 * r, 0].set_ylabel(f"{label}\ngenerated", fontsize=8)
+        axes[2 * r + 1, 0].set_ylabel("nearest\ntraining", fontsize=8)
+    fig.suptitle(
+        f"Closest generated/training pairs per model (pixel distance; near-copy threshold {threshold:.3f})",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    _save(fig, path)
+    return fig
