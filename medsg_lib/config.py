@@ -174,6 +174,7 @@ class MetricsConfig:
     bootstrap: int = 200  # resamples for the FID confidence interval
     allow_random_weights: bool = False  # tests only; every record is labelled when True
     frd_workers: int = 0  # processes for radiomic feature extraction (0: every core)
+    frd_masks: bool = False  # also FRD inside lung masks (real images' own; translations use their source's)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from medsg_lib.data.covidqu import sibling_lung_mask
 from medsg_lib.metrics import frd
 from medsg_lib.metrics.sources import GeneratedSet, RealImages
 
@@ -88,3 +89,36 @@ def test_real_features_cached_and_rgb_generated_converted(
     rgb = GeneratedSet(tmp_path / "rgb", "Normal", tuple(write_set(tmp_path / "rgb", imgs, mode="RGB")))
     np.testing.assert_allclose(frd.set_features(rgb, None), first, rtol=1e-6)
     assert cache_file.exists()
+
+
+def test_lung_masks_real_and_borrowed_from_sources(tmp_path: Path) -> None:
+    imgs = smooth_images(8, 64, seed=2)
+    class_dir = tmp_path / "Normal"
+    sources = write_set(class_dir / "images", imgs)
+    disc = np.zeros((64, 64), dtype=np.uint8)
+    disc[12:52, 8:56] = 255
+    mask_files = write_set(class_dir / "lung masks", np.stack([disc] * 8))
+    assert sibling_lung_mask(sources[3]) == mask_files[3]
+    assert sibling_lung_mask(tmp_path / "elsewhere.png") is None
+
+    real = RealImages(
+        torch.from_numpy(imgs)[:, None], torch.arange(8), "train", "Normal", "masked", 50, tuple(mask_files)
+    )
+    fakes = write_set(tmp_path / "gen" / "normal", smooth_images(8, 64, seed=3))
+    translated = GeneratedSet(tmp_path / "gen" / "normal", "Normal", tuple(fakes), tuple(map(str, sources)))
+    masked = frd.frd_fields(real, translated, tmp_path / "cache", with_masks=True)
+    whole = frd.frd_fields(real, translated, tmp_path / "cache")
+    assert masked["masks"] == "lung" and masked["protocol"] == frd.FRD_PROTOCOL + frd.FRD_MASKED_SUFFIX
+    assert np.isfinite(masked["value"]) and masked["value"] != whole["value"]
+    assert len(list((tmp_path / "cache").glob("radiomics-*.npz"))) == 2  # masked and whole cached apart
+    # inside the mask the features equal those of the cropped region's extraction with the mask files
+    direct, _ = frd.radiomic_features(write_set(tmp_path / "direct", imgs), mask_files)
+    np.testing.assert_array_equal(frd.set_features(real, tmp_path / "cache", with_masks=True), direct)
+
+    samples = GeneratedSet(tmp_path / "gen" / "normal", "Normal", tuple(fakes))
+    none = frd.frd_fields(real, samples, None, with_masks=True)
+    assert none["value"] is None
+    assert (
+        none["status"]
+        == "no lung masks for the generated images (noise-to-image samples have no source image)"
+    )

@@ -35,6 +35,17 @@ DOWNLOAD_HINT = (
 )
 
 
+def sibling_lung_mask(image_path: Path) -> Path | None:
+    """The lung mask of an image in the COVID-QU-Ex layout (``<class>/images/NAME`` ->
+    ``<class>/lung masks/NAME``), or None when the image is not in that layout or the mask does not exist.
+    Used for images known only by path, e.g. the source images in a generation manifest."""
+    image_path = Path(image_path)
+    if image_path.parent.name != "images":
+        return None
+    mask = image_path.parent.parent / MASK_FOLDERS["lung"][0] / image_path.name
+    return mask if mask.is_file() else None
+
+
 def find_subset_dir(root: Path, subset: str = "lung") -> Path:
     """Return the folder holding ``Train/Val/Test`` of ``subset`` ("lung" or "infection") under ``root``.
 

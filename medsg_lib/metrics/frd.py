@@ -38,11 +38,14 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from medsg_lib.data.covidqu import sibling_lung_mask
+from medsg_lib.data.transforms import load_mask
 from medsg_lib.files import write_atomic
-from medsg_lib.metrics.sources import GeneratedSet, Images, RealImages
+from medsg_lib.metrics.sources import Images, RealImages
 
 FRD_VERSION = "v1"
 FRD_PROTOCOL = "frd-v1 (frd-score 1.0.1): z-scores against the real set, log(d_F^2)"
+FRD_MASKED_SUFFIX = ", within lung masks"  # MetricsConfig.frd_masks: a protocol of its own, beside Table 1's
 RADIOMICS_PACKAGES: tuple[str, ...] = ("frd-score", "pyradiomics-bhklab", "SimpleITK", "PyWavelets")
 
 
@@ -134,21 +137,31 @@ def frd_from_features(reference: np.ndarray, other: np.ndarray) -> tuple[float, 
 # Image sets -> files -> features (the real side cached)
 
 
-def _write_gray_png(array_u8: np.ndarray, path: Path) -> None:
-    Image.fromarray(array_u8).save(path)
+def lung_mask_files(images: Images) -> tuple[Path, ...] | None:
+    """The lung mask of each image of a set, or None: real images carry theirs (COVID-QU-Ex, phantoms); a
+    generated image borrows its SOURCE image's mask (an image-to-image model keeps the anatomy); noise-to-image
+    samples have none."""
+    if isinstance(images, RealImages):
+        return images.lung_masks
+    if images.source_images is None:
+        return None
+    masks = [sibling_lung_mask(Path(s)) for s in images.source_images]
+    return None if any(m is None for m in masks) else tuple(masks)
 
 
 @contextmanager
-def image_files(images: Images) -> Iterator[list[Path]]:
-    """Grayscale PNG files of a set, valid inside the ``with``: a generated set's own files when they are
-    grayscale, else copies in a temporary folder (real images from their uint8 tensors; RGB converted with
-    PIL's ITU-R 601-2 luma)."""
-    if isinstance(images, GeneratedSet) and all(Image.open(f).mode == "L" for f in images.files[:1]):
-        yield list(images.files)
-        return
+def image_files(images: Images, with_masks: bool = False) -> Iterator[tuple[list[Path], list[Path] | None]]:
+    """(grayscale PNG files, lung mask files or None) of a set, valid inside the ``with``: a generated set's
+    own files when they are grayscale, else copies in a temporary folder (real images from their uint8
+    tensors; RGB converted with PIL's ITU-R 601-2 luma). Masks (``with_masks``; :func:`lung_mask_files` must
+    give them) are written at the images' size, 0/255, nearest-neighbour resized."""
+    masks = lung_mask_files(images) if with_masks else None
+    if with_masks and masks is None:
+        raise ValueError("this image set has no lung masks (see lung_mask_files)")
     with tempfile.TemporaryDirectory(prefix="medsg-frd-") as tmp:
-        paths = []
+        tmp_dir = Path(tmp)
         if isinstance(images, RealImages):
+            files = []
             for k, idx in enumerate(images.indices.tolist()):
                 x = images.images_u8[idx].numpy()  # (C, H, W) uint8
                 gray = (
@@ -156,24 +169,35 @@ def image_files(images: Images) -> Iterator[list[Path]]:
                     if x.shape[0] == 1
                     else np.asarray(Image.fromarray(x.transpose(1, 2, 0)).convert("L"))
                 )
-                paths.append(Path(tmp) / f"{k:06d}.png")
-                _write_gray_png(gray, paths[-1])
+                files.append(tmp_dir / f"{k:06d}.png")
+                Image.fromarray(gray).save(files[-1])
+        elif all(Image.open(f).mode == "L" for f in images.files[:1]):
+            files = list(images.files)
         else:
+            files = []
             for k, f in enumerate(images.files):
-                paths.append(Path(tmp) / f"{k:06d}.png")
-                Image.open(f).convert("L").save(paths[-1])
-        yield paths
+                files.append(tmp_dir / f"{k:06d}.png")
+                Image.open(f).convert("L").save(files[-1])
+        mask_files = None
+        if masks is not None:
+            size = Image.open(files[0]).size[0]
+            mask_files = []
+            for k, m in enumerate(masks):
+                mask_files.append(tmp_dir / f"mask-{k:06d}.png")
+                Image.fromarray(load_mask(m, size).astype(np.uint8) * 255).save(mask_files[-1])
+        yield files, mask_files
 
 
-def radiomics_cache_path(real: RealImages, cache_dir: Path) -> tuple[Path, str]:
+def radiomics_cache_path(real: RealImages, cache_dir: Path, with_masks: bool = False) -> tuple[Path, str]:
     """``cache_dir/radiomics-<hash>.npz`` and the key (JSON) of a real set's raw features: the data set's
-    identity, split, class, size, channels, FRD version and the radiomics packages' versions."""
+    identity, split, class, size, channels, masks, FRD version and the radiomics packages' versions."""
     key = {
         "dataset": real.identity,
         "split": real.split,
         "class": real.target_class,
         "img_size": real.img_size,
         "channels": real.channels,
+        "masks": "lung" if with_masks else "none",
         "frd_version": FRD_VERSION,
         "versions": radiomics_versions(),
     }
@@ -182,37 +206,51 @@ def radiomics_cache_path(real: RealImages, cache_dir: Path) -> tuple[Path, str]:
     return Path(cache_dir) / f"radiomics-{digest}.npz", key_json
 
 
-def set_features(images: Images, cache_dir: Path | None, num_workers: int = 0) -> np.ndarray:
-    """Raw radiomic features (n, F) of either kind of set; a real set's from ``cache_dir`` when there, else
-    extracted and saved there (``None``: no cache). A cache file of another key raises, naming it."""
+def set_features(
+    images: Images, cache_dir: Path | None, num_workers: int = 0, with_masks: bool = False
+) -> np.ndarray:
+    """Raw radiomic features (n, F) of either kind of set (inside its lung masks when ``with_masks``); a real
+    set's from ``cache_dir`` when there, else extracted and saved there (``None``: no cache). A cache file of
+    another key raises, naming it."""
     path = key_json = None
     if isinstance(images, RealImages) and cache_dir is not None:
-        path, key_json = radiomics_cache_path(images, cache_dir)
+        path, key_json = radiomics_cache_path(images, cache_dir, with_masks)
         if path.is_file():
             with np.load(path) as data:
                 if str(data["key"]) != key_json:
                     raise ValueError(f"radiomics cache {path} holds another key; delete it")
                 return data["feats"]
-    with image_files(images) as files:
-        feats, _ = radiomic_features(files, num_workers=num_workers)
+    with image_files(images, with_masks) as (files, masks):
+        feats, _ = radiomic_features(files, masks, num_workers=num_workers)
     if path is not None:
         write_atomic(path, lambda f: np.savez(f, feats=feats, key=key_json))
     return feats
 
 
 def frd_fields(
-    real: RealImages, other: Images, cache_dir: Path | None, num_workers: int = 0
+    real: RealImages, other: Images, cache_dir: Path | None, num_workers: int = 0, with_masks: bool = False
 ) -> dict[str, Any]:
-    """The fields of one ``frd`` record: value, protocol, feature net, n_real, n_fake, num_features."""
-    value, kept = frd_from_features(
-        set_features(real, cache_dir, num_workers), set_features(other, None, num_workers)
-    )
-    return {
+    """The fields of one ``frd`` record: value (None with a status when ``with_masks`` and a set has no lung
+    masks), protocol, feature net, n_real, n_fake, num_features, masks, radiomics versions."""
+    fields: dict[str, Any] = {
         "metric": "frd",
-        "protocol": FRD_PROTOCOL,
+        "protocol": FRD_PROTOCOL + (FRD_MASKED_SUFFIX if with_masks else ""),
         "feature_net": feature_net_label(),
         "weights": "none (hand-crafted radiomic features)",
-        "value": value,
-        **kept,
+        "masks": "lung" if with_masks else "none",
         "radiomics_versions": radiomics_versions(),
     }
+    if with_masks and (lung_mask_files(real) is None or lung_mask_files(other) is None):
+        side = "real" if lung_mask_files(real) is None else "generated"
+        return {
+            **fields,
+            "value": None,
+            "n_real": len(real),
+            "n_fake": len(other),
+            "status": f"no lung masks for the {side} images (noise-to-image samples have no source image)",
+        }
+    value, kept = frd_from_features(
+        set_features(real, cache_dir, num_workers, with_masks),
+        set_features(other, None, num_workers, with_masks),
+    )
+    return {**fields, "value": value, **kept}

@@ -227,9 +227,14 @@ def domain_records(
 def frd_records(
     comparison: Comparison, real: RealImages, other: Images, options: EvalOptions
 ) -> list[dict[str, Any]]:
-    """One ``frd`` record: FRD v1 of ``other`` against ``real`` (the real radiomic features cached)."""
-    fields = frd.frd_fields(real, other, options.cache_dir, options.metrics_cfg.frd_workers)
-    return [comparison.append(**fields)]
+    """One ``frd`` record: FRD v1 of ``other`` against ``real`` (the real radiomic features cached); with
+    ``MetricsConfig.frd_masks`` a second one inside lung masks (protocol ``FRD_PROTOCOL + FRD_MASKED_SUFFIX``)."""
+    cfg = options.metrics_cfg
+    records = [comparison.append(**frd.frd_fields(real, other, options.cache_dir, cfg.frd_workers))]
+    if cfg.frd_masks:
+        fields = frd.frd_fields(real, other, options.cache_dir, cfg.frd_workers, with_masks=True)
+        records.append(comparison.append(**fields))
+    return records
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -43,7 +43,8 @@ class RealImages:
     [-1, 1].
 
     Holds a reference to the data set's uint8 images (the data module keeps a split in memory) and the indices
-    of the class; each batch is converted when it is yielded. ``identity`` names the exact files (paths,
+    of the class; each batch is converted when it is yielded. ``lung_masks``: the mask file of each image
+    (COVID-QU-Ex and the phantoms), or None. ``identity`` names the exact files (paths,
     sizes, modification times, image size, channels; :func:`medsg_lib.data.cache_key`) for caches.
     """
 
@@ -55,6 +56,7 @@ class RealImages:
         target_class: str,
         identity: str,
         batch_size: int,
+        lung_masks: tuple[Path, ...] | None = None,
     ) -> None:
         if batch_size <= 0:
             raise ValueError(f"batch_size={batch_size} must be > 0")
@@ -66,6 +68,7 @@ class RealImages:
         self.target_class = target_class
         self.identity = identity
         self.batch_size = batch_size
+        self.lung_masks = lung_masks  # one per image of the class, or None when some image has none
 
     def __len__(self) -> int:
         return int(self.indices.numel())
@@ -104,7 +107,9 @@ def real_images(
     root = data_cfg.root if data_cfg.layout != "phantoms" or phantoms is None else phantoms.root
     files_key = cache_key(dataset.records, data_cfg.img_size, data_cfg.channels)
     identity = f"{data_cfg.layout}:{root}:{data_cfg.subset}:{files_key}"
-    return RealImages(dataset.images, indices, split, target_class, identity, batch_size)
+    masks = [dataset.records[i].lung_mask_path for i in indices.tolist()]
+    lung_masks = None if any(m is None for m in masks) else tuple(Path(m) for m in masks)
+    return RealImages(dataset.images, indices, split, target_class, identity, batch_size, lung_masks)
 
 
 def load_images(paths: Sequence[Path]) -> Tensor:
