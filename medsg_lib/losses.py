@@ -1,7 +1,7 @@
 """Losses of Med-StyleGAN2 (StarGAN v2 objective) and of the GAN/DCGAN baselines.
 
 Small pure functions first, then the two per-step objectives that compose them. Equation numbers refer to
-StarGAN v2 (Choi et al., CVPR 2020), Section 2.2, as summarised in ``paper/PAPER.md``:
+StarGAN v2 (Choi et al., CVPR 2020), Section 2.2, as summarised in ``docs/paper.md``:
 
 - (1) adversarial, non-saturating: ``L_adv = E[log D_y(x)] + E[log(1 - D_y~(G(x, s~)))]``
 - (2) style reconstruction: ``L_sty = E[|s~ - E_y~(G(x, s~))|_1]``

@@ -68,7 +68,7 @@ def test_generator_has_no_batch_coupling() -> None:
     torch.testing.assert_close(g(x, s)[1:2], g(x[1:2], s[1:2]), rtol=1e-5, atol=1e-5)
 
 
-# ---------------------------------------------------------------- parameter counts (PAPER.md reference table)
+# ---------------------------------------------------------------- parameter counts (docs/paper.md reference table)
 
 
 @pytest.mark.parametrize(
@@ -151,7 +151,7 @@ def test_resblk_downsampling_shortcut_is_projection_then_avgpool() -> None:
 
 
 def test_resblk_equals_functional_definition() -> None:
-    """(shortcut + residual) / sqrt(2) with the layer order of PAPER.md, written out with functional ops."""
+    """(shortcut + residual) / sqrt(2) with the layer order of docs/paper.md, written out with functional ops."""
     block = ResBlk(3, 5, normalize=True, downsample=True)
     with torch.no_grad():  # non-trivial affine instance-norm parameters
         for norm in (block.norm1, block.norm2):

@@ -16,7 +16,7 @@ exposure, contrast and gamma, blur and film-like noise. Classes (``CLASS_NAMES``
   (a dense meniscus blunting the costophrenic angle);
 - 2 Normal: clear lungs.
 
-:func:`write_phantoms` writes them in the COVID-QU-Ex folder layout (see ``paper/PAPER.md``) with a manifest,
+:func:`write_phantoms` writes them in the COVID-QU-Ex folder layout (see ``docs/paper.md``) with a manifest,
 ``phantoms.json``, that makes a second call with the same config a no-op.
 """
 

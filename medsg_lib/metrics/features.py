@@ -16,7 +16,7 @@ Protocols (``build_extractor``):
   Input exactly as ``python -m pytorch_fid`` reads files: ``convert("RGB")``, ``ToTensor()`` ([0, 1]); the
   network itself resizes to 299 (bilinear, ``align_corners=False``) and maps to [-1, 1]. Weights:
   ``pt_inception``.
-- ``"paper"``: the StarGAN v2 protocol the paper's numbers come from (see ``paper/PAPER.md``): torchvision's
+- ``"paper"``: the StarGAN v2 protocol the paper's numbers come from (see ``docs/paper.md``): torchvision's
   ImageNet InceptionV3 (weights ``inception_v3_tv``), 2048-d average-pool features. Input as StarGAN v2's
   ``get_eval_loader(imagenet_normalize=True)``: ``convert("RGB")``, PIL bilinear
   ``Resize([img_size, img_size])`` (skipped when ``img_size`` is None), PIL bilinear ``Resize([299, 299])``,

@@ -1,6 +1,6 @@
 """Finding, checking and labelling the pretrained files the metrics need.
 
-Every metric network loads one file (see ``WEIGHTS`` and ``paper/WEIGHTS.md``). :func:`resolve_weights` looks
+Every metric network loads one file (see ``WEIGHTS`` and ``docs/paper.md``). :func:`resolve_weights` looks
 for it in this order and returns the first hit:
 
 1. an explicit ``path`` (a file, or a folder holding the file under its name); when given, the only place;

@@ -1,6 +1,6 @@
 """Med-StyleGAN2 networks: the StarGAN v2 architecture (Choi et al., CVPR 2020) with ``w_hpf = 0``.
 
-Written from the layer description in ``paper/PAPER.md`` ("Exact layer facts"); with 3 image channels, 3
+Written from the layer description in ``docs/paper.md``; with 3 image channels, 3
 domains and the default widths the parameter counts equal the reference table there.
 
 - :class:`Generator` ``G(x, s)``: encoder of instance-normalised residual blocks, decoder of AdaIN residual
