@@ -3,27 +3,66 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from medsg_lib.families import FAMILIES
 from medsg_lib.profiles import PROFILE_NAMES, get_profile
 
 
-def _cmd_reproduce(args: argparse.Namespace) -> int:
-    from medsg_lib.reproduce import NotebookFailed, plan_jobs, run_jobs
+def _parameter_value(text: str) -> Any:
+    """A ``-p NAME VALUE`` value as papermill's command line reads it: int, float, true/false, else text."""
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)
 
-    jobs = plan_jobs(args.profile)
+
+def _data_root_argument(text: str) -> str:
+    """A data folder as the notebooks see it (their working directory is the project root): relative to the
+    project root, so that configs and results name no machine's folders. Missing folders stop here."""
+    from medsg_lib.paths import project_root
+
+    path = Path(text).expanduser().resolve()
+    if not path.is_dir():
+        raise SystemExit(f"--data-root {text}: no such folder ({path})")
+    return os.path.relpath(path, project_root())
+
+
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from medsg_lib.paths import data_tag, project_root
+    from medsg_lib.reproduce import NotebookFailed, plan_jobs, run_jobs, summary_table
+
+    data_root = _data_root_argument(args.data_root) if args.data_root else ""
+    common: dict[str, Any] = {"layout": args.layout, "data_root": data_root, "device": args.device}
+    common.update({name: _parameter_value(value) for name, value in args.parameter or ()})
+    try:
+        jobs = plan_jobs(args.profile, common=common)
+    except ValueError as err:
+        print(f"[reproduce] {err}", file=sys.stderr)
+        return 2
     if args.only:
         jobs = [j for j in jobs if any(j.notebook.startswith(p) for p in args.only)]
+    tag = data_tag(args.layout, data_root)
+    executed = project_root() / "results" / "executed" / (f"{args.profile}-{tag}" if tag else "")
+    if tag:
+        print(
+            f"[reproduce] data {data_root} (layout {args.layout or 'profile default'}): outputs in "
+            f"results/{args.profile}-{tag}/ and figures/{args.profile}-{tag}/"
+        )
     t0 = time.perf_counter()
     try:
-        run_jobs(jobs, progress=not args.quiet)
+        results = run_jobs(jobs, out_dir=executed, progress=not args.quiet)
     except NotebookFailed as err:
         print(f"[reproduce] FAILED: {err}", file=sys.stderr)
         return 1
+    print(summary_table(results))
     print(
         f"[reproduce] {len(jobs)} notebook runs, profile {args.profile!r}, in {time.perf_counter() - t0:.0f} s"
     )
@@ -133,7 +172,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reproduce", help="run every numbered notebook in order (tables and figures)")
     p.add_argument("--profile", default="cpu", choices=PROFILE_NAMES)
     p.add_argument("--only", nargs="*", help="notebook name prefixes to run, e.g. 01 02")
-    p.add_argument("--quiet", action="store_true", help="no papermill progress bars")
+    p.add_argument("--layout", default="", help="phantoms | covidqu | folders (empty: the profile's)")
+    p.add_argument(
+        "--data-root",
+        default="",
+        help="data folder (empty: the profile's); other data writes its own outputs",
+    )
+    p.add_argument(
+        "--device", default="", help="auto | cpu | cuda | mps, for every notebook that trains or runs"
+    )
+    p.add_argument(
+        "-p",
+        "--parameter",
+        nargs=2,
+        action="append",
+        metavar=("NAME", "VALUE"),
+        help="a parameter for every notebook that has it (papermill's spelling), e.g. -p per_class 8",
+    )
+    p.add_argument("--quiet", action="store_true", help="no heartbeat lines while a notebook runs")
     p.set_defaults(func=_cmd_reproduce)
 
     p = sub.add_parser("phantoms", help="write the synthetic-radiograph default data set")

@@ -39,6 +39,7 @@ from medsg_lib.data import build_dataset
 from medsg_lib.data.transforms import normalize_u8
 from medsg_lib.evaluate import plan_targets
 from medsg_lib.files import write_text_atomic
+from medsg_lib.heartbeat import Heartbeat
 from medsg_lib.metrics.sources import generated_set, load_images
 from medsg_lib.report import write_json, write_table
 
@@ -247,7 +248,9 @@ def audit_generated(
     from tqdm.auto import tqdm
 
     audits = []
+    heartbeat = Heartbeat("audit")
     for target in tqdm(plan_targets(generated_root), desc="audit", unit="set"):
+        heartbeat.beat(f"{target.model} {target.target_class}", force=True)
         fakes = generated_set(target.fake_dir, target.target_class)
         images = _resized(load_images(fakes.files), img_size)
         index = source_indices(fakes.source_images, ref.sources)

@@ -29,7 +29,9 @@ import torch
 from torch import Tensor, nn
 
 from medsg_lib.config import CLASS_NAMES, DataConfig, MetricsConfig, PhantomConfig
+from medsg_lib.data import held_out_split
 from medsg_lib.files import ALL_CLASSES, CONFIG_NAME, class_slug, project_relative, read_json
+from medsg_lib.heartbeat import Heartbeat
 from medsg_lib.metrics.records import Comparison
 from medsg_lib.metrics.registry import EvalOptions, metric_functions
 from medsg_lib.metrics.sources import Images, RealImages, check_class, generated_set, real_images
@@ -131,7 +133,8 @@ def real_vs_real_baseline(
     seed: int = 0,
     **options: Any,
 ) -> list[dict[str, Any]]:
-    """The floor of the distances: real TRAIN (as "real") against real TEST (as "fake") images of
+    """The floor of the distances: real TRAIN (as "real") against real HELD-OUT (as "fake"; ``test``, or ``val``
+    for class-folder sets: :func:`medsg_lib.data.held_out_split`) images of
     ``target_class``, recorded with ``model = "real (train vs test)"``, ``checkpoint = "-"``.
 
     Computes what :func:`evaluate_target` computes except LPIPS (:data:`REAL_METRICS`), with the same
@@ -139,15 +142,16 @@ def real_vs_real_baseline(
     distances are biased upwards at small n, so compare a generator with the floor at similar sizes.
     """
     eval_options = EvalOptions(metrics_cfg, **options)
+    held_out = held_out_split(data_cfg.layout)
     train = real_images(data_cfg, "train", target_class, phantoms, metrics_cfg.batch_size)
-    test = real_images(data_cfg, "test", target_class, phantoms, metrics_cfg.batch_size)
+    test = real_images(data_cfg, held_out, target_class, phantoms, metrics_cfg.batch_size)
     comparison = Comparison(
         REAL_BASELINE_MODEL,
         target_class,
         "-",
         seed,
         Path(records_path),
-        (("real_split", "train"), ("fake_split", "test")),
+        (("real_split", "train"), ("fake_split", held_out)),
     )
     return evaluate_images(comparison, train, test, eval_options, REAL_METRICS)
 
@@ -215,8 +219,12 @@ def evaluate_generated(
         )
     kwargs = dict(phantoms=phantoms, feature_fn=feature_fn, feature_weights=feature_weights, device=device)
     records: list[dict[str, Any]] = []
-    for target in tqdm(targets, desc="evaluate", unit="set", disable=not progress):
+    heartbeat = Heartbeat("evaluate")
+    total = len(targets) + len(CLASS_NAMES)
+    for i, target in enumerate(tqdm(targets, desc="evaluate", unit="set", disable=not progress), 1):
         records += evaluate_target(target, data_cfg, metrics_cfg, records_path, **kwargs)
-    for name in CLASS_NAMES:
+        heartbeat.beat(f"{i}/{total} sets ({target.model} {target.target_class})", force=True)
+    for i, name in enumerate(CLASS_NAMES, len(targets) + 1):
         records += real_vs_real_baseline(name, data_cfg, metrics_cfg, records_path, **kwargs)
+        heartbeat.beat(f"{i}/{total} sets (real floor {name})", force=True)
     return records

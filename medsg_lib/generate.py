@@ -53,6 +53,7 @@ from medsg_lib.files import (
     write_atomic,
     write_json_atomic,
 )
+from medsg_lib.heartbeat import Heartbeat
 from medsg_lib.manifest import (
     GeneratedItem,
     item_file,
@@ -326,12 +327,14 @@ def generate(
 
     batches = generate_batches(nets, train_cfg, todo, lookup, gen_cfg.batch_size, torch_device)
     desc = f"generate {train_cfg.model} -> {out_dir.name}"
+    heartbeat = Heartbeat(desc)
     with tqdm(total=len(plan), initial=len(done), desc=desc, unit="img", disable=not progress) as bar:
         for b, (chunk, x_fake) in enumerate(batches, start=1):
             for it, x in zip(chunk, x_fake.cpu(), strict=True):
                 write_png(x, out_dir / item_file(it))
                 done.add(it.seed)
             bar.update(len(chunk))
+            heartbeat.beat(f"{len(done)}/{len(plan)} images", force=len(done) == len(plan))
             if b % MANIFEST_EVERY_BATCHES == 0:
                 flush()
     flush()

@@ -8,17 +8,21 @@ import warnings
 
 import torch
 
-from medsg_lib.paths import OutputDirs, output_dirs, project_root
+from medsg_lib.data.records import layout_splits
+from medsg_lib.paths import OutputDirs, data_tag, output_dirs, project_root
 from medsg_lib.profiles import Profile, get_profile
 
 
-def setup_notebook(profile: str, seed: int = 0) -> tuple[Profile, OutputDirs]:
+def setup_notebook(
+    profile: str, layout: str = "", data_root: str = "", seed: int = 0
+) -> tuple[Profile, OutputDirs]:
     """Move to the project root (relative paths in configs are relative to it), seed torch, quiet known-noise
-    warnings, and return the profile and its output folders."""
+    warnings, and return the profile and its output folders: the profile's own, or, when ``layout`` or
+    ``data_root`` names other data, ``results/<profile>-<data>/`` etc. (:func:`medsg_lib.paths.data_tag`)."""
     os.chdir(project_root())
     torch.manual_seed(seed)
     warnings.filterwarnings("ignore", message="IProgress not found")
-    return get_profile(profile), output_dirs(profile)
+    return get_profile(profile), output_dirs(profile, data_tag(layout, data_root))
 
 
 def overrides(cfg, **changes):
@@ -30,8 +34,8 @@ def overrides(cfg, **changes):
 
 
 def splits_for(layout: str) -> tuple[str, ...]:
-    """The splits a layout has: COVID-QU-Ex and the phantoms have train/val/test, class-folder sets train/val."""
-    return ("train", "val") if layout == "folders" else ("train", "val", "test")
+    """The splits a layout has (:func:`medsg_lib.data.layout_splits`, the one place)."""
+    return layout_splits(layout)
 
 
 _DECIMAL = re.compile(r"-?\d+\.\d+(?:[eE][-+]?\d+)?")

@@ -8,6 +8,7 @@ never overwrites the committed tables and figures.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,17 +40,30 @@ class OutputDirs:
     cache: Path
 
 
-def output_dirs(profile: str) -> OutputDirs:
+def data_tag(layout: str = "", data_root: str | Path = "") -> str:
+    """A file-name-safe name for data other than a profile's own: ``""`` when neither is set, else
+    ``<layout>-<last folder of data_root>``, e.g. ``folders-cxr-real`` (``default`` for an unset part)."""
+    if not layout and not data_root:
+        return ""
+    name = Path(str(data_root)).resolve().name if data_root else "default"
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{layout or 'default'}-{name}")
+
+
+def output_dirs(profile: str, data: str = "") -> OutputDirs:
     """Output folders for a profile (created). ``smoke`` writes under ``results/smoke`` and ``figures/smoke``
     (git-ignored); the other profiles write the committed ``results/`` and ``figures/``; bulk goes to
-    ``runs/<profile>`` and ``generated/<profile>``."""
+    ``runs/<profile>`` and ``generated/<profile>``. With ``data`` (:func:`data_tag`: a data set other than the
+    profile's own) everything goes to ``<folder>/<profile>-<data>/`` instead, so that a run on other data
+    never overwrites the embedded default's committed outputs (``figures/*/`` are git-ignored: they may show
+    real images)."""
     root = project_root()
-    sub = "smoke" if profile == "smoke" else ""
+    name = f"{profile}-{data}" if data else profile
+    sub = name if data or profile == "smoke" else ""
     dirs = OutputDirs(
         results=root / "results" / sub,
         figures=root / "figures" / sub,
-        runs=root / "runs" / profile,
-        generated=root / "generated" / profile,
+        runs=root / "runs" / name,
+        generated=root / "generated" / name,
         cache=root / "cache",
     )
     for d in (dirs.results, dirs.figures, dirs.runs, dirs.generated, dirs.cache):

@@ -6,30 +6,43 @@ failing notebook stops the run with an error naming the notebook, its executed c
 
 from __future__ import annotations
 
+import os
+import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from medsg_lib.families import FAMILIES
+from medsg_lib.heartbeat import ENV, PREFIX
 from medsg_lib.paths import project_root
 from medsg_lib.profiles import get_profile
 
 
 @dataclass(frozen=True)
 class NotebookJob:
-    """One papermill execution: ``notebook`` (file name in ``notebooks/``) with ``parameters``."""
+    """One papermill execution: ``notebook`` (file name in ``notebooks/``) with ``parameters``; ``tags``: the
+    values that tell this job from the notebook's other jobs (e.g. model and class), for the copy's name."""
 
     notebook: str
     parameters: dict[str, Any] = field(default_factory=dict)
+    tags: tuple[str, ...] = ()
 
     @property
     def output_name(self) -> str:
-        """File name of the executed copy, e.g. ``02_training__dcgan__COVID-19.ipynb``."""
-        stem = Path(self.notebook).stem
-        tags = [str(v) for k, v in self.parameters.items() if k not in ("profile",)]
-        return "__".join([stem, *tags]).replace(" ", "_") + ".ipynb"
+        """File name of the executed copy, e.g. ``02_training__dcgan__COVID-19.ipynb`` (file-name safe)."""
+        name = "__".join([Path(self.notebook).stem, *self.tags])
+        return re.sub(r"[^A-Za-z0-9_.-]+", "_", name) + ".ipynb"
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """What one executed job took and wrote."""
+
+    job: NotebookJob
+    seconds: float
+    output: Path
 
 
 class NotebookFailed(RuntimeError):
@@ -49,16 +62,56 @@ def _training_parameters() -> Iterator[dict[str, Any]]:
 _EXPANSIONS = {"02_training.ipynb": _training_parameters}
 
 
-def plan_jobs(profile: str, notebooks_dir: Path | None = None) -> list[NotebookJob]:
-    """The ordered jobs for ``profile``: every ``NN_*.ipynb`` in ``notebooks_dir`` (sorted), expanded."""
+def notebook_parameters(path: Path) -> set[str]:
+    """The names in a notebook's ``parameters`` cell (papermill's own reader)."""
+    import papermill as pm
+
+    return set(pm.inspect_notebook(str(path)))
+
+
+def plan_jobs(
+    profile: str, notebooks_dir: Path | None = None, common: Mapping[str, Any] | None = None
+) -> list[NotebookJob]:
+    """The ordered jobs for ``profile``: every ``NN_*.ipynb`` in ``notebooks_dir`` (sorted), expanded.
+
+    ``common``: parameters for every notebook that declares them (e.g. ``layout``, ``data_root``, ``device``,
+    or any ``-p NAME VALUE``); empty values ("", None) are left out, so notebooks keep their profile's
+    defaults. A name that no notebook declares raises ValueError listing what they do declare.
+    """
     get_profile(profile)  # validates the name
     notebooks_dir = notebooks_dir or project_root() / "notebooks"
+    common = {k: v for k, v in (common or {}).items() if v not in ("", None)}
+    notebooks = sorted(notebooks_dir.glob("[0-9][0-9]_*.ipynb"))
+    declared = {nb.name: notebook_parameters(nb) for nb in notebooks} if common else {}
+    unknown = set(common) - set().union(*declared.values()) if common else set()
+    if unknown:
+        known = ", ".join(sorted(set().union(*declared.values()) - {"profile"}))
+        raise ValueError(f"no notebook has parameter(s) {', '.join(sorted(unknown))}; they have: {known}")
     jobs: list[NotebookJob] = []
-    for nb in sorted(notebooks_dir.glob("[0-9][0-9]_*.ipynb")):
+    for nb in notebooks:
+        shared = {k: v for k, v in common.items() if k in declared.get(nb.name, ())}
         expand = _EXPANSIONS.get(nb.name)
         for extra in expand() if expand else [{}]:
-            jobs.append(NotebookJob(nb.name, {"profile": profile, **extra}))
+            params = {"profile": profile, **shared, **extra}
+            jobs.append(NotebookJob(nb.name, params, tuple(str(v) for v in extra.values())))
     return jobs
+
+
+class _Heartbeats:
+    """A stdout sink for papermill that forwards the notebooks' heartbeat lines (:mod:`medsg_lib.heartbeat`)."""
+
+    def __init__(self) -> None:
+        self.pending = ""
+
+    def write(self, text: str) -> None:
+        self.pending += text
+        *lines, self.pending = self.pending.split("\n")
+        for line in lines:
+            if line.startswith(PREFIX):
+                print(f"  {line}", flush=True)
+
+    def flush(self) -> None:
+        pass
 
 
 def run_jobs(
@@ -67,10 +120,13 @@ def run_jobs(
     out_dir: Path | None = None,
     kernel: str = "python3",
     progress: bool = True,
-) -> list[Path]:
-    """Execute ``jobs`` in order with papermill (cwd = project root); returns the executed copies' paths.
+    heartbeat_s: float = 30.0,
+) -> list[JobResult]:
+    """Execute ``jobs`` in order with papermill (cwd = project root); returns what each took and wrote.
 
-    Raises :class:`NotebookFailed` at the first failing notebook.
+    While a notebook runs, its heartbeat lines (training steps and losses, images generated, sets evaluated;
+    at most one per ``heartbeat_s`` seconds, 0: none) are printed. Raises :class:`NotebookFailed` at the first
+    failing notebook.
     """
     import papermill as pm
 
@@ -78,11 +134,12 @@ def run_jobs(
     notebooks_dir = notebooks_dir or root / "notebooks"
     out_dir = out_dir or root / "results" / "executed"
     out_dir.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
+    os.environ[ENV] = str(heartbeat_s if progress else 0)  # the kernels inherit it
+    results: list[JobResult] = []
     for i, job in enumerate(jobs, 1):
         out_path = out_dir / job.output_name
         shown = out_path.relative_to(root) if out_path.is_relative_to(root) else out_path
-        print(f"[reproduce] {i}/{len(jobs)} {job.notebook} {job.parameters} -> {shown}")
+        print(f"[reproduce] {i}/{len(jobs)} {job.notebook} {job.parameters} -> {shown}", flush=True)
         t0 = time.perf_counter()
         try:
             pm.execute_notebook(
@@ -91,13 +148,27 @@ def run_jobs(
                 parameters=job.parameters,
                 kernel_name=kernel,
                 cwd=str(root),
-                progress_bar=progress,
+                progress_bar=False,
+                stdout_file=_Heartbeats() if progress else None,
             )
         except pm.PapermillExecutionError as err:
             raise NotebookFailed(
                 f"notebook {job.notebook} with {job.parameters} failed in cell {err.exec_count}: "
                 f"{err.ename}: {err.evalue}\nExecuted copy with the traceback: {out_path}"
             ) from err
-        print(f"[reproduce] {job.notebook} done in {time.perf_counter() - t0:.1f} s")
-        written.append(out_path)
-    return written
+        seconds = time.perf_counter() - t0
+        print(f"[reproduce] {job.notebook} done in {seconds:.1f} s", flush=True)
+        results.append(JobResult(job, seconds, out_path))
+    return results
+
+
+def summary_table(results: list[JobResult]) -> str:
+    """A plain-text table of the jobs: notebook, the parameters beyond the profile, seconds, executed copy."""
+    root = project_root()
+    rows = [("notebook", "parameters", "seconds", "executed copy")]
+    for r in results:
+        params = ", ".join(f"{k}={v}" for k, v in r.job.parameters.items() if k != "profile") or "-"
+        out = r.output.relative_to(root) if r.output.is_relative_to(root) else r.output
+        rows.append((r.job.notebook, params, f"{r.seconds:.1f}", str(out)))
+    widths = [max(len(row[c]) for row in rows) for c in range(4)]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows)

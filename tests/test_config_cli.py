@@ -185,3 +185,61 @@ def test_cli_train_then_generate(tmp_path, capsys):
     assert "no checkpoint in" in capsys.readouterr().err
     with pytest.raises(FileNotFoundError, match=r"checkpoint .*missing\.pt does not exist: pass a run's"):
         main(["generate", str(tmp_path / "missing.pt"), str(out_dir), "--profile", "smoke"])
+
+
+def test_common_parameters_reach_only_the_notebooks_that_declare_them(tmp_path):
+    _write_nb(tmp_path / "01_data_exploration.ipynb", "pass")
+    nb = nbformat.read(tmp_path / "01_data_exploration.ipynb", as_version=4)
+    nb.cells[0].source += '\ndata_root: str = ""  # data folder\nlayout: str = ""'
+    nbformat.write(nb, tmp_path / "03_generation.ipynb")
+    common = {"layout": "folders", "data_root": "../data/some set/x", "device": ""}
+    jobs = plan_jobs("cpu", tmp_path, common)
+    assert jobs[0].parameters == {"profile": "cpu"}  # declares neither
+    assert jobs[-1].parameters == {"profile": "cpu", "layout": "folders", "data_root": "../data/some set/x"}
+    assert jobs[-1].output_name == "03_generation.ipynb"  # data parameters never enter the file name
+    assert NotebookJob("02_x.ipynb", {}, ("a/b c", "COVID-19")).output_name == "02_x__a_b_c__COVID-19.ipynb"
+    with pytest.raises(
+        ValueError, match=r"no notebook has parameter\(s\) per_clas; they have: data_root, layout"
+    ):
+        plan_jobs("cpu", tmp_path, {"per_clas": 3})
+
+
+def test_heartbeat_lines_are_forwarded_and_the_rest_is_not(capsys, monkeypatch):
+    from medsg_lib.heartbeat import ENV, Heartbeat
+    from medsg_lib.reproduce import _Heartbeats
+
+    sink = _Heartbeats()
+    sink.write("table row\n[medsg] train medsg: step 10/1")
+    sink.write("00: g 1.2\nnoise\n")
+    assert capsys.readouterr().out == "  [medsg] train medsg: step 10/100: g 1.2\n"
+    monkeypatch.setenv(ENV, "0")
+    Heartbeat("x").beat("never", force=True)
+    monkeypatch.setenv(ENV, "3600")
+    beat = Heartbeat("evaluate")
+    beat.beat("not yet")
+    beat.beat("3/16 sets", force=True)
+    assert capsys.readouterr().out == "[medsg] evaluate: 3/16 sets\n"
+
+
+def test_other_data_gets_its_own_output_folders(monkeypatch, tmp_path):
+    from medsg_lib.paths import data_tag, output_dirs
+
+    monkeypatch.setenv("MEDSG_ROOT", str(tmp_path))
+    assert data_tag() == ""
+    assert data_tag("folders", "/x/y/cxr real") == "folders-cxr_real"
+    assert data_tag("", "/data/COVID-QU-Ex") == "default-COVID-QU-Ex"
+    default, other = output_dirs("cpu"), output_dirs("cpu", "folders-cxr-real")
+    assert (default.results, default.runs) == (tmp_path / "results", tmp_path / "runs" / "cpu")
+    assert other.results == tmp_path / "results" / "cpu-folders-cxr-real"
+    assert other.figures == tmp_path / "figures" / "cpu-folders-cxr-real"
+    assert other.generated == tmp_path / "generated" / "cpu-folders-cxr-real"
+
+
+def test_cli_reproduce_refuses_unknown_parameters_and_missing_data(tmp_path):
+    run = lambda *a: subprocess.run(  # noqa: E731
+        [sys.executable, "-m", "medsg_lib", "reproduce", *a], capture_output=True, text=True
+    )
+    out = run("--profile", "smoke", "-p", "per_clas", "3")
+    assert out.returncode == 2 and "no notebook has parameter(s) per_clas" in out.stderr
+    out = run("--data-root", str(tmp_path / "absent"))
+    assert out.returncode != 0 and f"--data-root {tmp_path / 'absent'}: no such folder" in out.stderr

@@ -100,7 +100,7 @@ def offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str]:
 @pytest.fixture
 def data_cfg(tmp_path: Path) -> DataConfig:
     root = tmp_path / "real"
-    for split_seed, split in enumerate(("train", "test")):
+    for split_seed, split in enumerate(("train", "val")):  # a class-folder set: its held-out split is val
         for k, (folder, mean) in enumerate(FOLDERS.items()):
             write_pngs(root / split / folder, NUM, mean, seed=10 * split_seed + k)
     return DataConfig(layout="folders", root=root, img_size=SIZE, cache_dir=tmp_path / "data_cache")
@@ -230,7 +230,7 @@ def test_real_vs_real_baseline(offline: list[str], data_cfg: DataConfig, tmp_pat
         NUM,
         NUM,
         "train",
-        "test",
+        "val",
     )
     assert not any(r["metric"] == "lpips" for r in records)
     frd_floor, msssim_floor = got[("frd", FRD_PROTOCOL)], got[("msssim", MSSSIM_PAIRS_PROTOCOL)]

@@ -11,6 +11,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from medsg_lib.config import CLASS_NAMES
+from medsg_lib.data import held_out_split
 
 
 def classification_metrics(
@@ -62,5 +63,5 @@ def evaluate_classifier(model: nn.Module, dataset: Dataset, batch_size: int = 64
 
 
 def evaluation_split(layout: str) -> str:
-    """The held-out split a data layout has: ``test`` (COVID-QU-Ex, phantoms) or ``val`` (class-folder sets)."""
-    return "val" if layout == "folders" else "test"
+    """The held-out split the classifier is evaluated on: :func:`medsg_lib.data.held_out_split` (the one place)."""
+    return held_out_split(layout)

@@ -19,7 +19,16 @@ from medsg_lib.data.dataset import (
 from medsg_lib.data.folders import read_class_folders
 from medsg_lib.data.memory import LabelledImages, SyntheticXrays
 from medsg_lib.data.phantoms import write_phantoms
-from medsg_lib.data.records import IMAGE_SUFFIXES, SPLITS, BadFileError, DataError, ReadReport, XrayRecord
+from medsg_lib.data.records import (
+    IMAGE_SUFFIXES,
+    SPLITS,
+    BadFileError,
+    DataError,
+    ReadReport,
+    XrayRecord,
+    held_out_split,
+    layout_splits,
+)
 from medsg_lib.data.transforms import (
     faithful_augment,
     load_image,
@@ -33,6 +42,8 @@ from medsg_lib.data.transforms import (
 __all__ = [
     "IMAGE_SUFFIXES",
     "SPLITS",
+    "held_out_split",
+    "layout_splits",
     "BadFileError",
     "DataError",
     "LabelledImages",

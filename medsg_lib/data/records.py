@@ -23,6 +23,19 @@ from medsg_lib.config import CLASS_NAMES
 OnBad = Literal["error", "skip"]
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+
+def layout_splits(layout: str) -> tuple[str, ...]:
+    """The splits a layout has: COVID-QU-Ex and the phantoms train/val/test, class-folder sets train/val."""
+    return ("train", "val") if layout == "folders" else SPLITS
+
+
+def held_out_split(layout: str) -> str:
+    """The one held-out split of a layout, for every metric, floor, audit and classifier: ``test`` where the
+    layout has one, else ``val`` (class-folder sets)."""
+    return layout_splits(layout)[-1]
+
+
 # Image file suffixes (lower case). Files with other suffixes are ignored and counted in ReadReport.ignored.
 IMAGE_SUFFIXES: frozenset[str] = frozenset({".png", ".jpg", ".jpeg"})
 # Bad inputs listed in one DataError message; the rest are counted.

@@ -30,6 +30,7 @@ from medsg_lib.devices import DistInfo, broadcast_state, configure_backend, init
 from medsg_lib.families import get_family
 from medsg_lib.families.base import StepContext, TrainState
 from medsg_lib.files import CONFIG_NAME, LOG_NAME, append_jsonl, write_json_atomic
+from medsg_lib.heartbeat import Heartbeat
 from medsg_lib.training.plan import check_dataset, make_loader, make_plan_fn
 from medsg_lib.training.rundir import (
     LogWindow,
@@ -166,6 +167,7 @@ def _train_loop(
         return
     inputs = get_family(cfg.model).sample_inputs(cfg, dataset, labels)
     window = LogWindow(cfg.batch_size)
+    heartbeat = Heartbeat(f"train {run_dir.name}")
     bar = tqdm(
         total=cfg.iterations,
         initial=state.step,
@@ -181,6 +183,8 @@ def _train_loop(
             if t % cfg.log_every == 0 or t == cfg.iterations:
                 record = window.flush(t)
                 bar.set_postfix(_postfix(record), refresh=False)
+                terms_text = ", ".join(f"{k} {v}" for k, v in _postfix(record).items())
+                heartbeat.beat(f"step {t}/{cfg.iterations}: {terms_text}", force=t == stop)
                 if info.is_main:
                     append_jsonl(run_dir / LOG_NAME, record)
             if info.is_main and (t % cfg.sample_every == 0 or t == cfg.iterations):
