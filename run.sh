@@ -38,7 +38,7 @@ case "$cmd" in
     export MPLBACKEND=Agg PYTHONHASHSEED=0
     # the committed notebooks run in the smoke profile; its runs and outputs are disposable and a stale run
     # (made with another smoke config) would refuse to resume
-    rm -rf runs/smoke generated/smoke results/smoke figures/smoke
+    rm -rf runs/smoke generated/smoke results/smoke figures/smoke runs/smoke-* generated/smoke-* results/smoke-* figures/smoke-*
     exec .venv/bin/python -m pytest --nbval-lax --nbval-current-env tests notebooks "$@"
     ;;
   *)

@@ -21,7 +21,7 @@ from PIL import Image
 from torch import Tensor
 
 from medsg_lib.config import CLASS_NAMES
-from medsg_lib.files import ALL_CLASSES, MANIFEST_NAME, class_slug, write_text_atomic
+from medsg_lib.files import ALL_CLASSES, MANIFEST_NAME, class_slug, project_relative, write_text_atomic
 
 MANIFEST_COLUMNS: tuple[str, ...] = (
     "seed",
@@ -151,6 +151,15 @@ def read_manifest(out_dir: Path) -> pd.DataFrame:
     if missing:
         raise ValueError(f"{path} lacks the column(s) {', '.join(missing)}; regenerate it with this version")
     return _typed(frame[list(MANIFEST_COLUMNS)])
+
+
+def manifest_preview(out_dir: Path, rows: int = 5) -> pd.DataFrame:
+    """The first ``rows`` of a manifest for display, with image paths relative to the project root (or as
+    recorded when outside it), so that a shown or committed preview names no machine's folders."""
+    frame = read_manifest(out_dir).head(rows).copy()
+    for column in ("source_image", "reference_image", "checkpoint"):
+        frame[column] = frame[column].map(lambda v: v if pd.isna(v) else project_relative(v))
+    return frame
 
 
 def lpips_groups(out_dir: Path, target_class: str) -> Iterator[list[Path]]:

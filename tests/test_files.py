@@ -68,3 +68,20 @@ def test_run_names_and_class_folders() -> None:
         ValueError, match=r"unknown class 'Flu'; choose one of 'COVID-19', 'Non-COVID', 'Normal', 'all'"
     ):
         class_slug("Flu")
+
+
+def test_manifest_preview_names_no_machine_folder(tmp_path, monkeypatch):
+    from medsg_lib.manifest import GeneratedItem, manifest_preview, manifest_rows, write_manifest
+
+    monkeypatch.setenv("MEDSG_ROOT", str(tmp_path))
+    inside = tmp_path / "data" / "phantoms" / "x.png"
+    items = [
+        GeneratedItem(1, "Normal", str(inside), "COVID-19", "latent", 0),
+        GeneratedItem(2, "Normal", "../shared/y.png", "COVID-19", "latent", 1),
+        GeneratedItem(3, "Normal", None, None, "noise", None),
+    ]
+    run = {"model": "medsg", "checkpoint": "c", "checkpoint_sha256": "s"}
+    write_manifest(tmp_path / "gen", manifest_rows(items, run))
+    preview = manifest_preview(tmp_path / "gen", rows=3)
+    assert preview["source_image"].tolist()[:2] == ["data/phantoms/x.png", "../shared/y.png"]
+    assert preview["source_image"].isna().tolist() == [False, False, True]

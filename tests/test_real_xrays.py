@@ -1,0 +1,59 @@
+"""Real chest X-rays, when the shared folder exists beside the project (``../shared/data/cxr-real``, or the folder
+named by ``MEDSG_CXR_REAL``): notebook 01 through papermill and a few training steps of every model on them.
+
+Skipped, with the reason, where the folder is absent (e.g. a user's clone): the images are never part of the
+repository (mixed licences, see that folder's README).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from medsg_lib.files import LOG_NAME, read_jsonl
+from medsg_lib.paths import project_root
+from medsg_lib.profiles import get_profile
+from medsg_lib.training import train
+
+CXR_REAL = Path(os.environ.get("MEDSG_CXR_REAL", project_root().parent / "shared" / "data" / "cxr-real"))
+pytestmark = pytest.mark.skipif(
+    not (CXR_REAL / "train").is_dir(), reason=f"no real X-rays at {CXR_REAL} (set MEDSG_CXR_REAL)"
+)
+
+
+@pytest.fixture(scope="module")
+def data_cfg(tmp_path_factory: pytest.TempPathFactory):
+    prof = get_profile("smoke")
+    cache = tmp_path_factory.mktemp("cxr-cache")
+    return replace(prof.data, layout="folders", root=CXR_REAL, cache_dir=cache)
+
+
+@pytest.mark.slow
+def test_notebook_01_reads_the_real_set(tmp_path: Path) -> None:
+    import papermill as pm
+
+    out = tmp_path / "01.ipynb"
+    pm.execute_notebook(
+        str(project_root() / "notebooks" / "01_data_exploration.ipynb"),
+        str(out),
+        parameters={"profile": "smoke", "layout": "folders", "data_root": str(CXR_REAL)},
+        cwd=str(project_root()),
+        progress_bar=False,
+        kernel_name="python3",
+    )
+    summary = project_root() / "results" / "smoke-folders-cxr-real" / "data_summary.json"
+    assert summary.is_file()  # other data writes its own folder, never the committed results/
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["medsg", "dcgan", "gan"])
+def test_a_few_training_steps_on_real_images(model: str, data_cfg, tmp_path: Path) -> None:
+    prof = get_profile("smoke")
+    cfg = replace(prof.train_config(model, "all"), iterations=2, log_every=1)
+    train(cfg, replace(data_cfg, img_size=cfg.img_size), tmp_path / model, progress=False)
+    log = read_jsonl(tmp_path / model / LOG_NAME)
+    assert [r["step"] for r in log] == [1, 2]
+    assert all(v == v for r in log for v in r.values() if isinstance(v, float))  # no NaN
