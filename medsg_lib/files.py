@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable
@@ -64,9 +65,23 @@ def write_text_atomic(path: Path, text: str) -> Path:
     return write_bytes_atomic(path, text.encode("utf-8"))
 
 
+def strict_json(obj: Any) -> Any:
+    """``obj`` with every NaN or infinite float (nested in dicts, lists, tuples) replaced by None: Python writes
+    them as ``NaN``/``Infinity``, which is not JSON and which strict readers (browsers, jq) refuse."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [strict_json(v) for v in obj]
+    return obj
+
+
 def write_json_atomic(path: Path, obj: Any, *, sort_keys: bool = False) -> Path:
-    """Write ``obj`` as JSON indented by 2 with a final newline, atomically; objects JSON lacks become ``str``."""
-    return write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=sort_keys, default=str) + "\n")
+    """Write ``obj`` as strict JSON (:func:`strict_json`) indented by 2 with a final newline, atomically;
+    objects JSON lacks become ``str``."""
+    text = json.dumps(strict_json(obj), indent=2, sort_keys=sort_keys, default=str, allow_nan=False)
+    return write_text_atomic(path, text + "\n")
 
 
 def read_json(path: Path) -> Any:

@@ -85,3 +85,14 @@ def test_manifest_preview_names_no_machine_folder(tmp_path, monkeypatch):
     preview = manifest_preview(tmp_path / "gen", rows=3)
     assert preview["source_image"].tolist()[:2] == ["data/phantoms/x.png", "../shared/y.png"]
     assert preview["source_image"].isna().tolist() == [False, False, True]
+
+
+def test_json_files_are_strict_json(tmp_path):
+    import json
+
+    from medsg_lib.files import write_json_atomic
+
+    path = write_json_atomic(tmp_path / "x.json", {"a": float("nan"), "b": [1.5, float("inf")], "c": (2,)})
+    text = path.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"a": None, "b": [1.5, None], "c": [2]}
