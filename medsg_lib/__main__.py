@@ -36,7 +36,8 @@ def _data_root_argument(text: str) -> str:
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
-    from medsg_lib.paths import data_tag, project_root
+    from medsg_lib.notebook import data_source_tag
+    from medsg_lib.paths import project_root
     from medsg_lib.reproduce import NotebookFailed, plan_jobs, run_jobs, summary_table
 
     data_root = _data_root_argument(args.data_root) if args.data_root else ""
@@ -49,11 +50,11 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         return 2
     if args.only:
         jobs = [j for j in jobs if any(j.notebook.startswith(p) for p in args.only)]
-    tag = data_tag(args.layout, data_root)
+    tag = data_source_tag(get_profile(args.profile), args.layout, data_root)
     executed = project_root() / "results" / "executed" / (f"{args.profile}-{tag}" if tag else "")
     if tag:
         print(
-            f"[reproduce] data {data_root} (layout {args.layout or 'profile default'}): outputs in "
+            f"[reproduce] data {data_root or 'of the profile'} (layout {args.layout or 'of the profile'}): outputs in "
             f"results/{args.profile}-{tag}/ and figures/{args.profile}-{tag}/"
         )
     t0 = time.perf_counter()

@@ -45,6 +45,7 @@ from medsg_lib.report import write_json, write_table
 
 FeatureFn = Callable[[Tensor], Tensor]
 CONTROL_MODEL = "planted copies (control)"
+KEEP_CLOSEST = 8  # images kept per set for the figure of closest pairs (the rest are only distances)
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,10 @@ class Reference:
     heldout_feat: np.ndarray
     threshold: float  # near-copy threshold in the pixel distance
     false_alarm: float  # share of held-out images flagged when calibrated on the other half (2-fold)
+    train_flat: np.ndarray  # (Nt, C*H*W) float32 standardised pixels, for C_T (computed once)
+    heldout_flat: np.ndarray
     sources: RealSide | None = None  # the split image-to-image models translate (for re-identification)
+    reid_pool: Tensor | None = None  # training images, then the sources: every candidate "other patient"
 
 
 def features_of(images: Tensor, feature_fn: FeatureFn, batch_size: int = 64) -> np.ndarray:
@@ -142,7 +146,10 @@ def build_reference(
         heldout_feat=mem.feature_nn(heldout.feats, train.feats)[0],
         threshold=mem.copy_threshold(heldout_pixel, cfg.percentile),
         false_alarm=two_fold_false_alarm(heldout_pixel, cfg.percentile, cfg.seed),
+        train_flat=_flat(train.images),
+        heldout_flat=_flat(heldout.images),
         sources=sources,
+        reid_pool=None if sources is None else torch.cat([train.images, sources.images]),
     )
 
 
@@ -155,12 +162,14 @@ class SetAudit:
     """The audit of one generated set: a table row and the per-image distances behind it."""
 
     row: dict[str, Any]
-    images: Tensor  # (n, C, H, W) in [-1, 1]
+    closest: np.ndarray  # (k,) indices of the set's images closest to the training set, closest first
+    closest_images: Tensor  # (k, C, H, W) in [-1, 1]: those images (the figure of closest pairs)
     pixel_dist: np.ndarray  # (n,) to the nearest training image
     pixel_index: np.ndarray  # (n,) which training image
     feat_dist: np.ndarray
     flagged: np.ndarray  # (n,) bool: near copies
     reid_ratio: np.ndarray | None = field(default=None)  # own source / nearest other real image
+    kinds: list[str] | None = field(default=None)  # planted control: the kind of alteration of each copy
 
 
 def data_copying_or_nan(gen: np.ndarray, train: np.ndarray, test: np.ndarray, cfg: AuditConfig) -> float:
@@ -176,7 +185,8 @@ def data_copying_or_nan(gen: np.ndarray, train: np.ndarray, test: np.ndarray, cf
 
 
 def _flat(images: Tensor) -> np.ndarray:
-    return mem.standardise(images).reshape(len(images), -1).double().numpy()
+    """(N, C*H*W) float32 standardised pixels (the space of C_T in pixels)."""
+    return mem.standardise(images).reshape(len(images), -1).float().numpy()
 
 
 def source_indices(source_images: tuple[str, ...] | None, sources: RealSide | None) -> np.ndarray | None:
@@ -210,9 +220,7 @@ def audit_set(
         "n_generated": len(images),
         "median_nn_pixel": float(np.median(pixel_dist)),
         "median_nn_pixel_heldout": float(np.median(ref.heldout_pixel)),
-        "ct_pixel": data_copying_or_nan(
-            _flat(images), _flat(ref.train.images), _flat(ref.heldout.images), cfg
-        ),
+        "ct_pixel": data_copying_or_nan(_flat(images), ref.train_flat, ref.heldout_flat, cfg),
         "ct_features": data_copying_or_nan(feats, ref.train.feats, ref.heldout.feats, cfg),
         "authenticity_pixel": mem.authenticity_from_distances(pixel_dist, pixel_index, ref.train_loo_pixel),
         "authenticity_features": mem.authenticity_from_distances(feat_dist, feat_index, ref.train_loo_feat),
@@ -223,15 +231,16 @@ def audit_set(
     }
     reid_ratio = None
     if source_index is not None and ref.sources is not None:
-        # every real image the audit knows is a candidate "other patient": training images, then the sources
-        pool = torch.cat([ref.train.images, ref.sources.images])
         own, other = mem.pixel_source_distances(
-            images, pool, source_index + len(ref.train.images), cfg.max_shift
+            images, ref.reid_pool, source_index + len(ref.train.images), cfg.max_shift
         )
         reid = mem.reidentification(own, other)
         row["reidentified_share"], reid_ratio = reid.share, reid.ratio
         row["median_own_over_other"] = float(np.median(reid.ratio))
-    return SetAudit(row, images, pixel_dist, pixel_index, feat_dist, flagged, reid_ratio)
+    closest = np.argsort(pixel_dist, kind="stable")[:KEEP_CLOSEST]
+    return SetAudit(
+        row, closest, images[closest].clone(), pixel_dist, pixel_index, feat_dist, flagged, reid_ratio
+    )
 
 
 def _resized(images: Tensor, size: int) -> Tensor:
@@ -256,8 +265,10 @@ def audit_generated(
         index = source_indices(fakes.source_images, ref.sources)
         audits.append(audit_set(target.model, target.target_class, images, ref, feature_fn, cfg, index))
     if cfg.num_planted > 0:
-        planted, _, _ = mem.plant_copies(ref.train.images, cfg.num_planted, cfg.seed)
-        audits.append(audit_set(CONTROL_MODEL, "all", planted, ref, feature_fn, cfg))
+        planted, kinds, _ = mem.plant_copies(ref.train.images, cfg.num_planted, cfg.seed)
+        control = audit_set(CONTROL_MODEL, "all", planted, ref, feature_fn, cfg)
+        control.kinds = list(kinds)
+        audits.append(control)
     return audits
 
 
@@ -283,7 +294,14 @@ def audit_summary(ref: Reference, audits: list[SetAudit], cfg: AuditConfig) -> d
         "median_nn_pixel_heldout": float(np.median(ref.heldout_pixel)),
         "median_nn_feature_heldout": float(np.median(ref.heldout_feat)),
         "control_detection": control[0].row["near_copy_share"] if control else None,
+        "control_detection_by_kind": detection_by_kind(control[0]) if control else None,
     }
+
+
+def detection_by_kind(control: SetAudit) -> dict[str, float]:
+    """Share of the planted copies flagged, per kind of alteration (exact, noise, shift, brightness)."""
+    kinds = np.asarray(control.kinds if control.kinds is not None else ["all"] * len(control.flagged))
+    return {str(k): float(control.flagged[kinds == k].mean()) for k in dict.fromkeys(kinds.tolist())}
 
 
 AUDIT_NOTES = """\
@@ -332,21 +350,20 @@ def distances_by_model(audits: list[SetAudit], labels: dict[str, str]) -> dict[s
 def closest_pairs(
     audits: list[SetAudit], ref: Reference, labels: dict[str, str], per_model: int = 6
 ) -> dict[str, list[tuple[np.ndarray, np.ndarray, float]]]:
-    """Per model (display label), its ``per_model`` generated images closest to the training set, each with
-    its nearest training image and the distance, closest first."""
+    """Per model (display label), its ``per_model`` generated images closest to the training set (at most
+    :data:`KEEP_CLOSEST` per set are kept), each with its nearest training image and the distance."""
     pooled: dict[str, list[tuple[float, int, int]]] = {}
     for k, a in enumerate(audits):
         label = labels.get(a.row["model"], a.row["model"])
-        pooled.setdefault(label, []).extend((float(d), k, i) for i, d in enumerate(a.pixel_dist))
+        pooled.setdefault(label, []).extend((float(a.pixel_dist[i]), k, j) for j, i in enumerate(a.closest))
     pairs = {}
     for label, entries in pooled.items():
-        chosen = sorted(entries)[:per_model]
         pairs[label] = [
             (
-                audits[k].images[i].numpy(),
-                ref.train.images[audits[k].pixel_index[i]].numpy(),
+                audits[k].closest_images[j].numpy(),
+                ref.train.images[audits[k].pixel_index[audits[k].closest[j]]].numpy(),
                 d,
             )
-            for d, k, i in chosen
+            for d, k, j in sorted(entries)[:per_model]
         ]
     return pairs

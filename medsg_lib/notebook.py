@@ -9,20 +9,51 @@ import warnings
 import torch
 
 from medsg_lib.data.records import layout_splits
+from medsg_lib.files import project_relative, read_json, write_json_atomic
 from medsg_lib.paths import OutputDirs, data_tag, output_dirs, project_root
 from medsg_lib.profiles import Profile, get_profile
+
+
+def data_source_tag(prof: Profile, layout: str = "", data_root: str = "") -> str:
+    """The output-folder tag of the data a run reads: ``""`` for the profile's own phantoms (the embedded
+    default, whose outputs are committed), else :func:`medsg_lib.paths.data_tag` of the effective layout and
+    root, e.g. ``folders-cxr-real``, or ``covidqu-COVID-QU-Ex`` for the paper profiles."""
+    data = overrides(prof.data, layout=layout, root=data_root)
+    if data == prof.data and data.layout == "phantoms":
+        return ""
+    return data_tag(data.layout, data.root or "default")
+
+
+def claim_output_dirs(dirs: OutputDirs, layout: str, root: str) -> None:
+    """Record which data ``dirs`` belong to (``dirs.runs/data_source.json``) and refuse another data set whose
+    folder has the same name: its runs, classifier and tables would silently mix with these."""
+    source = {"layout": layout, "root": project_relative(root) if root else ""}
+    path = dirs.runs / "data_source.json"
+    if path.is_file():
+        saved = read_json(path)
+        if saved != source:
+            raise ValueError(
+                f"{dirs.runs} holds runs on {saved['layout']} data at {saved['root']!r}, not {source['root']!r}: "
+                "two data folders of the same name share output folders; rename one, or move the old outputs"
+            )
+        return
+    write_json_atomic(path, source)
 
 
 def setup_notebook(
     profile: str, layout: str = "", data_root: str = "", seed: int = 0
 ) -> tuple[Profile, OutputDirs]:
     """Move to the project root (relative paths in configs are relative to it), seed torch, quiet known-noise
-    warnings, and return the profile and its output folders: the profile's own, or, when ``layout`` or
-    ``data_root`` names other data, ``results/<profile>-<data>/`` etc. (:func:`medsg_lib.paths.data_tag`)."""
+    warnings, and return the profile and its output folders: the committed ones for the profile's own
+    phantoms, else ``results/<profile>-<data>/`` etc. (:func:`data_source_tag`), claimed for that data."""
     os.chdir(project_root())
     torch.manual_seed(seed)
     warnings.filterwarnings("ignore", message="IProgress not found")
-    return get_profile(profile), output_dirs(profile, data_tag(layout, data_root))
+    prof = get_profile(profile)
+    dirs = output_dirs(profile, data_source_tag(prof, layout, data_root))
+    data = overrides(prof.data, layout=layout, root=data_root)
+    claim_output_dirs(dirs, data.layout, str(data.root or ""))
+    return prof, dirs
 
 
 def overrides(cfg, **changes):

@@ -39,6 +39,11 @@ def test_copies_are_caught_and_fresh_images_are_not(ref: audit.Reference) -> Non
     assert copies.row["authenticity_pixel"] == 0.0 and fresh.row["authenticity_pixel"] > 0.5
     assert copies.row["ct_pixel"] < -3 < fresh.row["ct_pixel"]
     np.testing.assert_array_equal(copies.pixel_index, np.arange(80))
+    pairs = audit.closest_pairs([copies, fresh], ref, {"copier": "Copier"}, per_model=3)
+    assert list(pairs) == ["Copier", "fresh"] and len(pairs["Copier"]) == 3
+    gen, train, d = pairs["Copier"][0]
+    assert d == copies.pixel_dist.min() and np.allclose(gen, train + 0.01, atol=1e-6)
+    assert len(copies.closest) == audit.KEEP_CLOSEST  # only these images are kept
     assert np.isnan(fresh.row["reidentified_share"])  # no sources given
     assert ref.false_alarm <= 0.05 and ref.threshold < np.median(ref.heldout_pixel)
 
@@ -74,6 +79,10 @@ def test_write_audit(ref: audit.Reference, tmp_path: Path) -> None:
     planted = audit.audit_set(audit.CONTROL_MODEL, "all", ref.train.images[:24], ref, pooled, cfg)
     summary = audit.audit_summary(ref, [planted], cfg)
     assert summary["control_detection"] == 1.0 and summary["n_train"] == 200
+    assert summary["control_detection_by_kind"] == {"all": 1.0}
+    planted.kinds = ["exact", "noise"] * 12
+    planted.flagged = np.arange(24) % 4 != 1  # one noisy copy in two missed
+    assert audit.detection_by_kind(planted) == {"exact": 1.0, "noise": 0.5}
     paths = audit.write_audit(audit.audit_table([planted]), summary, tmp_path)
     assert sorted(p.name for p in paths) == ["memorisation.csv", "memorisation.json", "memorisation.md"]
     assert json.loads((tmp_path / "memorisation.json").read_text())["percentile"] == 1.0

@@ -243,3 +243,22 @@ def test_cli_reproduce_refuses_unknown_parameters_and_missing_data(tmp_path):
     assert out.returncode == 2 and "no notebook has parameter(s) per_clas" in out.stderr
     out = run("--data-root", str(tmp_path / "absent"))
     assert out.returncode != 0 and f"--data-root {tmp_path / 'absent'}: no such folder" in out.stderr
+
+
+def test_data_source_tags_and_claims(monkeypatch, tmp_path):
+    from medsg_lib.notebook import claim_output_dirs, data_source_tag
+    from medsg_lib.paths import output_dirs
+
+    assert data_source_tag(get_profile("cpu")) == ""  # the embedded default: committed outputs
+    assert (
+        data_source_tag(get_profile("paper")) == "covidqu-COVID-QU-Ex"
+    )  # real data: never the committed ones
+    assert data_source_tag(get_profile("cpu"), "folders", "/a/cxr-real") == "folders-cxr-real"
+    monkeypatch.setenv("MEDSG_ROOT", str(tmp_path))
+    dirs = output_dirs("cpu", "folders-cxr")
+    claim_output_dirs(dirs, "folders", "/a/cxr")
+    claim_output_dirs(dirs, "folders", "/a/cxr")  # the same data again: fine
+    with pytest.raises(
+        ValueError, match=r"holds runs on folders data at '/a/cxr', not '/b/cxr': two data folders"
+    ):
+        claim_output_dirs(dirs, "folders", "/b/cxr")

@@ -120,5 +120,20 @@ def test_lung_masks_real_and_borrowed_from_sources(tmp_path: Path) -> None:
     assert none["value"] is None
     assert (
         none["status"]
-        == "no lung masks for the generated images (noise-to-image samples have no source image)"
+        == "no lung masks for the generated images: noise-to-image samples have no source image"
     )
+    unmasked_real = RealImages(
+        torch.from_numpy(imgs)[:, None], torch.arange(8), "train", "Normal", "plain", 50
+    )
+    assert frd.frd_fields(unmasked_real, translated, None, with_masks=True)["status"] == (
+        "no lung masks for the real images (the data set has none, e.g. a class-folder set)"
+    )
+
+
+def test_generated_images_of_another_size_are_resized_to_the_real_size(tmp_path: Path) -> None:
+    small = smooth_images(6, 32, seed=4)
+    files = write_set(tmp_path / "gen" / "normal", small)
+    fakes = GeneratedSet(tmp_path / "gen" / "normal", "Normal", tuple(files))
+    resized = [np.asarray(Image.fromarray(x).resize((64, 64), Image.Resampling.LANCZOS)) for x in small]
+    expected, _ = frd.radiomic_features(write_set(tmp_path / "resized", np.stack(resized)))
+    np.testing.assert_array_equal(frd.set_features(fakes, None, size=64), expected)

@@ -87,6 +87,26 @@ def test_ensure_classifier_trains_once_and_writes_results(smoke, tmp_path, monke
         classify.ensure_classifier(replace(cfg, seed=1), smoke.data, tmp_path / "cls", **kwargs)
 
 
+def test_class_folder_sets_do_not_choose_the_epoch_on_their_held_out_split(tmp_path, monkeypatch):
+    for split in ("train", "val"):
+        for k, folder in enumerate(("covid", "non_covid_infection", "normal")):
+            for i in range(3):
+                write_png(tmp_path / "set" / split / folder / f"{i}.png", 60 * k + 10 * i, size=32)
+    data = replace(
+        get_profile("smoke").data, layout="folders", root=tmp_path / "set", cache_dir=tmp_path / "c"
+    )
+    seen = {}
+
+    def capture(cfg, train_set, run_dir, val_set=None, progress=True):
+        seen["val_set"] = val_set
+        raise RuntimeError("stop after the call")
+
+    monkeypatch.setattr(stage, "train_classifier", capture)
+    with pytest.raises(RuntimeError, match="stop after the call"):
+        classify.ensure_classifier(get_profile("smoke").classifier, data, tmp_path / "cls", progress=False)
+    assert seen["val_set"] is None  # val is the held-out split here: the last epoch is kept
+
+
 def test_evaluation_split_per_layout():
     assert classify.evaluation_split("folders") == "val"  # class-folder sets have no test split
     assert classify.evaluation_split("covidqu") == "test" and classify.evaluation_split("phantoms") == "test"

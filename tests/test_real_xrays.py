@@ -36,6 +36,8 @@ def test_notebook_01_reads_the_real_set(tmp_path: Path) -> None:
     import papermill as pm
 
     out = tmp_path / "01.ipynb"
+    summary = project_root() / "results" / "smoke-folders-cxr-real" / "data_summary.json"
+    summary.unlink(missing_ok=True)  # a file of an earlier run must not pass the test
     pm.execute_notebook(
         str(project_root() / "notebooks" / "01_data_exploration.ipynb"),
         str(out),
@@ -44,7 +46,6 @@ def test_notebook_01_reads_the_real_set(tmp_path: Path) -> None:
         progress_bar=False,
         kernel_name="python3",
     )
-    summary = project_root() / "results" / "smoke-folders-cxr-real" / "data_summary.json"
     assert summary.is_file()  # other data writes its own folder, never the committed results/
 
 

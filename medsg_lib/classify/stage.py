@@ -39,19 +39,29 @@ def ensure_classifier(
     run_dir = Path(run_dir)
     ckpt = run_dir / CHECKPOINT_NAME
     config_path = run_dir / CONFIG_NAME
-    same = config_path.is_file() and read_json(config_path)["classifier"] == to_jsonable(cfg)
+    split = evaluation_split(data_cfg.layout)
+    # the epoch is chosen on val only where val is not also the held-out split (class-folder sets have no
+    # test split): choosing and reporting on the same images would flatter the classifier
+    select_on_val = split != "val"
+    selection = "epoch of best val macro-F1" if select_on_val else "last epoch"
+    saved = read_json(config_path) if config_path.is_file() else {}
+    same = saved.get("classifier") == to_jsonable(cfg) and saved.get("selection") == selection
     if not (ckpt.is_file() and same):
         train_set = build_dataset(data_cfg, "train", phantoms, train=False, progress=progress)
-        val_set = build_dataset(data_cfg, "val", phantoms, train=False, progress=progress)
+        val_set = (
+            build_dataset(data_cfg, "val", phantoms, train=False, progress=progress)
+            if select_on_val
+            else None
+        )
         train_classifier(cfg, train_set, run_dir, val_set=val_set, progress=progress)
     model, info = load_classifier(ckpt)
-    split = evaluation_split(data_cfg.layout)
     result = evaluate_classifier(
         model, build_dataset(data_cfg, split, phantoms, train=False, progress=progress)
     )
     result.update(
         {
             "split": split,
+            "selection": selection,
             "init": info.get("init"),
             "checkpoint": project_relative(ckpt),
             "img_size": cfg.img_size,

@@ -150,11 +150,14 @@ def lung_mask_files(images: Images) -> tuple[Path, ...] | None:
 
 
 @contextmanager
-def image_files(images: Images, with_masks: bool = False) -> Iterator[tuple[list[Path], list[Path] | None]]:
+def image_files(
+    images: Images, with_masks: bool = False, size: int | None = None
+) -> Iterator[tuple[list[Path], list[Path] | None]]:
     """(grayscale PNG files, lung mask files or None) of a set, valid inside the ``with``: a generated set's
-    own files when they are grayscale, else copies in a temporary folder (real images from their uint8
-    tensors; RGB converted with PIL's ITU-R 601-2 luma). Masks (``with_masks``; :func:`lung_mask_files` must
-    give them) are written at the images' size, 0/255, nearest-neighbour resized."""
+    own files when they are grayscale and of ``size`` px (None: any), else copies in a temporary folder (real
+    images from their uint8 tensors; RGB converted with PIL's ITU-R 601-2 luma; other sizes resized with
+    Lanczos, as the data pipeline does, because radiomic texture depends on scale). Masks (``with_masks``;
+    :func:`lung_mask_files` must give them) are written at the images' size, 0/255, nearest-neighbour."""
     masks = lung_mask_files(images) if with_masks else None
     if with_masks and masks is None:
         raise ValueError("this image set has no lung masks (see lung_mask_files)")
@@ -171,13 +174,18 @@ def image_files(images: Images, with_masks: bool = False) -> Iterator[tuple[list
                 )
                 files.append(tmp_dir / f"{k:06d}.png")
                 Image.fromarray(gray).save(files[-1])
-        elif all(Image.open(f).mode == "L" for f in images.files[:1]):
-            files = list(images.files)
         else:
-            files = []
-            for k, f in enumerate(images.files):
-                files.append(tmp_dir / f"{k:06d}.png")
-                Image.open(f).convert("L").save(files[-1])
+            first = Image.open(images.files[0])
+            if first.mode == "L" and size in (None, first.size[0]):
+                files = list(images.files)
+            else:
+                files = []
+                for k, f in enumerate(images.files):
+                    img = Image.open(f).convert("L")
+                    if size is not None and img.size != (size, size):
+                        img = img.resize((size, size), Image.Resampling.LANCZOS)
+                    files.append(tmp_dir / f"{k:06d}.png")
+                    img.save(files[-1])
         mask_files = None
         if masks is not None:
             size = Image.open(files[0]).size[0]
@@ -207,7 +215,11 @@ def radiomics_cache_path(real: RealImages, cache_dir: Path, with_masks: bool = F
 
 
 def set_features(
-    images: Images, cache_dir: Path | None, num_workers: int = 0, with_masks: bool = False
+    images: Images,
+    cache_dir: Path | None,
+    num_workers: int = 0,
+    with_masks: bool = False,
+    size: int | None = None,
 ) -> np.ndarray:
     """Raw radiomic features (n, F) of either kind of set (inside its lung masks when ``with_masks``); a real
     set's from ``cache_dir`` when there, else extracted and saved there (``None``: no cache). A cache file of
@@ -220,7 +232,7 @@ def set_features(
                 if str(data["key"]) != key_json:
                     raise ValueError(f"radiomics cache {path} holds another key; delete it")
                 return data["feats"]
-    with image_files(images, with_masks) as (files, masks):
+    with image_files(images, with_masks, size) as (files, masks):
         feats, _ = radiomic_features(files, masks, num_workers=num_workers)
     if path is not None:
         write_atomic(path, lambda f: np.savez(f, feats=feats, key=key_json))
@@ -241,16 +253,24 @@ def frd_fields(
         "radiomics_versions": radiomics_versions(),
     }
     if with_masks and (lung_mask_files(real) is None or lung_mask_files(other) is None):
-        side = "real" if lung_mask_files(real) is None else "generated"
-        return {
-            **fields,
-            "value": None,
-            "n_real": len(real),
-            "n_fake": len(other),
-            "status": f"no lung masks for the {side} images (noise-to-image samples have no source image)",
-        }
+        status = missing_masks_status(real, other)
+        return {**fields, "value": None, "n_real": len(real), "n_fake": len(other), "status": status}
     value, kept = frd_from_features(
         set_features(real, cache_dir, num_workers, with_masks),
-        set_features(other, None, num_workers, with_masks),
+        set_features(other, None, num_workers, with_masks, size=real.img_size),  # compared at one size
     )
-    return {**fields, "value": value, **kept}
+    return {**fields, "value": value, "img_size": real.img_size, **kept}
+
+
+def missing_masks_status(real: RealImages, other: Images) -> str:
+    """Why FRD inside lung masks cannot be computed for this pair of sets."""
+    if lung_mask_files(real) is None:
+        return "no lung masks for the real images (the data set has none, e.g. a class-folder set)"
+    if isinstance(other, RealImages):
+        return "no lung masks for the held-out real images"
+    if other.source_images is None:
+        return "no lung masks for the generated images: noise-to-image samples have no source image"
+    missing = next(s for s in other.source_images if sibling_lung_mask(Path(s)) is None)
+    return (
+        f"no lung mask beside the source image {missing} (expected in a 'lung masks' folder next to 'images')"
+    )

@@ -29,9 +29,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor, nn
 
 from medsg_lib.config import MetricsConfig
+from medsg_lib.data.transforms import normalize_u8
 from medsg_lib.manifest import lpips_groups
 from medsg_lib.metrics import frd, lpips_div, msssim
 from medsg_lib.metrics.cache import feature_label, image_features
@@ -319,10 +321,13 @@ def lpips_records(
 
 
 def _real_tensor(images: RealImages, seed: int) -> Tensor:
-    """A seeded subset of at most :data:`LPIPS_MAX_IMAGES` real images as one (K, C, H, W) tensor in [-1, 1]."""
+    """A seeded subset of at most :data:`LPIPS_MAX_IMAGES` real images as one (K, C, H, W) tensor in [-1, 1]
+    (only the chosen images are converted)."""
     rng = np.random.default_rng(seed)
-    keep = np.sort(rng.choice(len(images), min(len(images), LPIPS_MAX_IMAGES), replace=False))
-    return torch.cat(list(images))[torch.from_numpy(keep)]
+    keep = torch.from_numpy(
+        np.sort(rng.choice(len(images), min(len(images), LPIPS_MAX_IMAGES), replace=False))
+    )
+    return normalize_u8(images.images_u8[images.indices[keep]])
 
 
 def msssim_records(
@@ -330,10 +335,20 @@ def msssim_records(
 ) -> list[dict[str, Any]]:
     """One ``msssim`` record: MS-SSIM between outputs of ``other`` on LPIPS's pairs (within source groups for
     an image-to-image set, else random pairs); for real images ``other`` (the floor: how alike real images of
-    a class are), random pairs. ``real`` is not used. Lower = more diverse."""
-    size = real.img_size
-    base = {"metric": "msssim", "feature_net": "none (pixels)", "weights": "none", "n_real": 0}
-    base.update(msssim.msssim_protocol_fields(size))
+    a class are), random pairs. Lower = more diverse. The number of scales follows ``other``'s image size
+    (recorded as ``img_size``, ``levels``, ``scale_weights``); ``real`` is only the comparison's reference."""
+    size = other.img_size if isinstance(other, RealImages) else Image.open(other.files[0]).size[0]
+    scales = msssim.msssim_protocol_fields(size)
+    base = {
+        "metric": "msssim",
+        "feature_net": "none (pixels)",
+        "weights": "none",
+        "n_real": 0,
+        "img_size": size,
+        "levels": scales["levels"],
+        "scale_weights": scales["weights"],
+        "win_size": scales["win_size"],
+    }
     if isinstance(other, GeneratedSet) and other.image_to_image:
         paths = list(lpips_groups(other.manifest_dir, other.target_class))
         fields = {"protocol": msssim.MSSSIM_GROUP_PROTOCOL, "num_groups": len(paths)}
@@ -344,11 +359,10 @@ def msssim_records(
         value, _ = msssim.msssim_diversity(_group_tensors(iter(paths), counter))
         fields["n_fake"] = counter[0]
     else:
-        x = (
-            load_images(_chosen_files(other.files, comparison.seed))
-            if isinstance(other, GeneratedSet)
-            else (_real_tensor(other, comparison.seed))
-        )
+        if isinstance(other, GeneratedSet):
+            x = load_images(_chosen_files(other.files, comparison.seed))
+        else:
+            x = _real_tensor(other, comparison.seed)
         value, num_pairs = msssim.msssim_pairs(x, LPIPS_NUM_PAIRS, comparison.seed)
         fields = {"protocol": msssim.MSSSIM_PAIRS_PROTOCOL, "num_pairs": num_pairs, "n_fake": len(x)}
     return [comparison.append(**base, **fields, value=value)]
