@@ -10,7 +10,7 @@ computed. Two thin wrappers name the comparisons:
   diversity. How LPIPS groups outputs and whether the paper's FID averages over source classes follow from
   the generation manifest (:class:`~medsg_lib.metrics.sources.GeneratedSet`), not from the model's name.
 - :func:`real_vs_real_baseline`: the real TRAIN against the real TEST images of a class, under
-  ``model = "real (train vs test)"``: what a perfect generator would score at these sample sizes (no LPIPS).
+  ``model = "real (train vs held-out)"`` (held-out: test, or val for class-folder sets): what a perfect generator would score at these sample sizes (no LPIPS).
 
 Every record carries ``metric, protocol, feature_net, weights, class, model, checkpoint, n_real, n_fake,
 seed, value, status`` and, where they exist, ``std``, ``ci_low``, ``ci_high``. Where the pieces live: image
@@ -36,7 +36,7 @@ from medsg_lib.metrics.records import Comparison
 from medsg_lib.metrics.registry import EvalOptions, metric_functions
 from medsg_lib.metrics.sources import Images, RealImages, check_class, generated_set, real_images
 
-REAL_BASELINE_MODEL = "real (train vs test)"
+REAL_BASELINE_MODEL = "real (train vs held-out)"
 GENERATED_METRICS: tuple[str, ...] = (
     "inception",
     "domain",
@@ -135,7 +135,7 @@ def real_vs_real_baseline(
 ) -> list[dict[str, Any]]:
     """The floor of the distances: real TRAIN (as "real") against real HELD-OUT (as "fake"; ``test``, or ``val``
     for class-folder sets: :func:`medsg_lib.data.held_out_split`) images of
-    ``target_class``, recorded with ``model = "real (train vs test)"``, ``checkpoint = "-"``.
+    ``target_class``, recorded with ``model = "real (train vs held-out)"``, ``checkpoint = "-"``.
 
     Computes what :func:`evaluate_target` computes except LPIPS (:data:`REAL_METRICS`), with the same
     ``options``. Both sides are cached. Note the sample sizes (``n_real``, ``n_fake`` in the records): Fréchet

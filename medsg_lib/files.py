@@ -110,15 +110,17 @@ def file_sha256(path: Path) -> str:
 
 
 def project_relative(path: Path | str) -> str:
-    """``path`` relative to the project root when it lies inside it (so that committed results name no machine's
-    folders), else as given."""
+    """``path`` relative to the project root, so that committed results name no machine's folders: inside the
+    project as a plain relative path, outside it as given when given relative, else as ``../...`` from the
+    project root (e.g. ``/work/shared/data/x`` -> ``../shared/data/x``)."""
     from medsg_lib.paths import project_root
 
     path = Path(path)
+    root = project_root()
     try:
-        return str(path.resolve().relative_to(project_root()))
+        return str(path.resolve().relative_to(root))
     except ValueError:
-        return str(path)
+        return str(path) if not path.is_absolute() else os.path.relpath(path.resolve(), root)
 
 
 def class_slug(target_class: str) -> str:

@@ -2,7 +2,7 @@
 
 Rows: the paper's nine rows in its order (``PAPER_TABLE1``), then ours that the paper lacks, when records exist:
 the paper's whole-set baselines (GAN, DCGAN) per class (a fair per-class comparison: the paper compares their
-whole generated set with the whole real set) and the "real train vs real test" floor per class. Records of any other (model, class) follow
+whole generated set with the whole real set) and the "real train vs real held-out" floor per class. Records of any other (model, class) follow
 at the end, so nothing measured is dropped.
 
 Columns: the paper's FID and LPIPS, then ours, each cell a string: FID (pytorch-fid, with its 95% bootstrap
@@ -82,7 +82,7 @@ MODEL_LABELS: dict[str, str] = {
     "gan": "GAN",
     "dcgan": "DCGAN",
     "medsg": "Med-StyleGAN2",
-    REAL_BASELINE_MODEL: "Real train vs real test",
+    REAL_BASELINE_MODEL: "Real train vs real held-out",
 }
 
 

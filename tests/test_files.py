@@ -56,9 +56,8 @@ def test_paths_in_results_are_relative_to_the_project(tmp_path: Path) -> None:
     assert project_relative(project_root() / "runs" / "cpu" / "classifier" / "classifier.pt") == (
         "runs/cpu/classifier/classifier.pt"
     )
-    assert project_relative(tmp_path / "elsewhere.png") == str(
-        tmp_path / "elsewhere.png"
-    )  # outside: as given
+    outside = project_relative(tmp_path / "elsewhere.png")  # outside: relative to the project root
+    assert outside.startswith("../") and (project_root() / outside).resolve() == tmp_path / "elsewhere.png"
 
 
 def test_run_names_and_class_folders() -> None:
@@ -96,3 +95,15 @@ def test_json_files_are_strict_json(tmp_path):
     text = path.read_text()
     assert "NaN" not in text and "Infinity" not in text
     assert json.loads(text) == {"a": None, "b": [1.5, None], "c": [2]}
+
+
+def test_project_relative_never_returns_a_machine_path(tmp_path, monkeypatch):
+    from medsg_lib.files import project_relative
+
+    project = tmp_path / "main"
+    project.mkdir()
+    monkeypatch.setenv("MEDSG_ROOT", str(project))
+    assert project_relative(project / "results" / "x.json") == "results/x.json"
+    assert project_relative("../shared/data/x") == "../shared/data/x"  # relative: as given
+    assert project_relative(project / ".." / "shared" / "data" / "x") == "../shared/data/x"
+    assert project_relative(tmp_path / "data" / "y") == "../data/y"

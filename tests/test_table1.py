@@ -78,7 +78,7 @@ def records() -> list[dict[str, Any]]:
         missing("gan", "all", "lpips", "lpips-alex-v0.1: pairs", "alexnet-owt-7be5be79.pth"),
         rec("dcgan", "COVID-19", "fd_classifier", "domain:classifier", 3.0, n_real=40, n_fake=50),
         rec(
-            "real (train vs test)",
+            "real (train vs held-out)",
             "Normal",
             "fd_classifier",
             "domain:classifier",
@@ -86,7 +86,7 @@ def records() -> list[dict[str, Any]]:
             n_real=200,
             n_fake=32,
         ),
-        rec("real (train vs test)", "Normal", "msssim", "ms-ssim: pairs", 0.25, n_real=0, n_fake=32),
+        rec("real (train vs held-out)", "Normal", "msssim", "ms-ssim: pairs", 0.25, n_real=0, n_fake=32),
         rec("medsg", "all", "fd_classifier", "domain:classifier", 9.0),  # a combination Table 1 does not name
     ]
 
@@ -142,14 +142,14 @@ def test_extra_rows_only_with_records(records: list[dict[str, Any]]) -> None:
     df = build_table1(records)
     assert list(df["model"][9:]) == [
         "DCGAN (COVID-19)",
-        "Real train vs real test (Normal)",
+        "Real train vs real held-out (Normal)",
         "Med-StyleGAN2 (all)",
     ]
     assert set(df["source"][9:]) == {"ours"}
     dcgan = row(df, "DCGAN (COVID-19)")
     assert (dcgan["FID paper"], dcgan["FD (classifier) [95% CI]"]) == ("—", "3.000")
     assert (dcgan["n_real"], dcgan["n_fake"]) == ("40", "50")
-    floor = row(df, "Real train vs real test (Normal)")
+    floor = row(df, "Real train vs real held-out (Normal)")
     assert (floor["n_real"], floor["n_fake"], floor["LPIPS (ours)"]) == ("200", "32", "—")
     assert floor["MS-SSIM (lower = more diverse)"] == "0.250"  # the real images' own similarity: the floor
     assert len(build_table1([])) == 9
@@ -203,4 +203,4 @@ def test_extra_rows_are_the_rows_that_are_written() -> None:
     labels = [label for label, _ in extra_rows()]
     assert labels[:3] == ["GAN (COVID-19)", "GAN (Non-COVID)", "GAN (Normal)"]
     assert labels[3:6] == ["DCGAN (COVID-19)", "DCGAN (Non-COVID)", "DCGAN (Normal)"]
-    assert labels[6:] == [f"Real train vs real test ({c})" for c in ("COVID-19", "Non-COVID", "Normal")]
+    assert labels[6:] == [f"Real train vs real held-out ({c})" for c in ("COVID-19", "Non-COVID", "Normal")]
