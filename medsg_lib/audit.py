@@ -179,7 +179,7 @@ def data_copying_or_nan(gen: np.ndarray, train: np.ndarray, test: np.ndarray, cf
     if cells < 1:
         return float("nan")
     try:
-        return mem.data_copying_ct(train, test, gen, cells, cfg.seed, cfg.min_gen_per_cell)
+        return mem.data_copying(train, test, gen, cells, cfg.seed, cfg.min_gen_per_cell).c_t
     except ValueError:  # no cell holds enough generated points
         return float("nan")
 

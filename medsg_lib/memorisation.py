@@ -6,7 +6,7 @@ Pure functions on images ``(N, C, H, W)`` in [-1, 1] (torch, at the evaluation s
 * :func:`pixel_nn`: nearest neighbours under a pixel distance that ignores brightness/contrast (per-image
   standardisation) and translations of up to ``max_shift`` pixels (a shift search over a central crop), in the
   spirit of the "near-copy" searches of Carlini et al., "Extracting Training Data from Diffusion Models" (2023).
-* :func:`data_copying_ct`: the C_T test of Meehan, Chaudhuri & Dasgupta (AISTATS 2020).
+* :func:`data_copying`: the C_T test of Meehan, Chaudhuri & Dasgupta (AISTATS 2020).
 * :func:`authenticity`: the authenticity of Alaa et al., "How Faithful is your Synthetic Data?" (ICML 2022).
 * :func:`copy_threshold` / :func:`flag_copies`: near-copy flags calibrated on held-out real images.
 * :func:`reidentification`: does a translated image give away its own source patient?
@@ -249,18 +249,6 @@ def data_copying(
         )
     c_t = float((pi_test[used] * z[used]).sum() / pi_test[used].sum())
     return DataCopying(c_t=c_t, z=z, pi_test=pi_test, num_gen=num_gen, used=used)
-
-
-def data_copying_ct(
-    train_feats: Features,
-    test_feats: Features,
-    gen_feats: Features,
-    num_cells: int = 10,
-    seed: int = 0,
-    min_gen_per_cell: int = 20,
-) -> float:
-    """C_T of :func:`data_copying` alone (same arguments)."""
-    return data_copying(train_feats, test_feats, gen_feats, num_cells, seed, min_gen_per_cell).c_t
 
 
 def authentic_mask(

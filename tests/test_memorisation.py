@@ -17,7 +17,6 @@ from medsg_lib.memorisation import (
     authenticity_from_distances,
     copy_threshold,
     data_copying,
-    data_copying_ct,
     feature_nn,
     flag_copies,
     mann_whitney_z,
@@ -162,23 +161,23 @@ def test_data_copying_ct_detects_copies() -> None:
     rng = np.random.default_rng(0)
     train, test, fresh = (rng.normal(size=(400, 8)) for _ in range(3))
     copies = train[rng.choice(400, 400, replace=False)] + rng.normal(scale=0.01, size=(400, 8))
-    c_copies = data_copying_ct(train, test, copies, num_cells=5)
-    c_fresh = data_copying_ct(train, test, fresh, num_cells=5)
-    c_wide = data_copying_ct(train, test, 1.5 * fresh, num_cells=5)  # underfitting: too far from train
+    c_copies = data_copying(train, test, copies, num_cells=5).c_t
+    c_fresh = data_copying(train, test, fresh, num_cells=5).c_t
+    c_wide = data_copying(train, test, 1.5 * fresh, num_cells=5).c_t  # underfitting: too far from train
     assert c_copies < -3
     assert abs(c_fresh) < 2
     assert c_wide > 3
     result = data_copying(train, test, copies, num_cells=5)
     assert result.c_t == c_copies and result.used.all() and result.pi_test.sum() == pytest.approx(1.0)
     assert (result.z < -3).all()
-    assert data_copying_ct(torch.as_tensor(train), test, copies, num_cells=5) == c_copies  # torch input
+    assert data_copying(torch.as_tensor(train), test, copies, num_cells=5).c_t == c_copies  # torch input
 
 
 def test_data_copying_needs_enough_generated_per_cell() -> None:
     rng = np.random.default_rng(1)
     x = rng.normal(size=(50, 3))
     with pytest.raises(ValueError) as err:
-        data_copying_ct(x, x, x[:10], num_cells=2, min_gen_per_cell=20)
+        data_copying(x, x, x[:10], num_cells=2, min_gen_per_cell=20)
     assert str(err.value).startswith(
         "no cell has >= 20 generated points and a test point (generated per cell: ["
     )

@@ -30,7 +30,6 @@ import os
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, redirect_stdout
-from importlib import metadata
 from io import StringIO
 from pathlib import Path
 from typing import Any
@@ -41,6 +40,7 @@ from PIL import Image
 from medsg_lib.data.covidqu import sibling_lung_mask
 from medsg_lib.data.transforms import load_mask
 from medsg_lib.files import write_atomic
+from medsg_lib.metrics.records import library_versions
 from medsg_lib.metrics.sources import Images, RealImages
 
 FRD_VERSION = "v1"
@@ -51,13 +51,7 @@ RADIOMICS_PACKAGES: tuple[str, ...] = ("frd-score", "pyradiomics-bhklab", "Simpl
 
 def radiomics_versions() -> dict[str, str]:
     """Installed versions of the packages that shape a radiomic feature ("not installed" when absent)."""
-    versions = {}
-    for name in RADIOMICS_PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
+    return library_versions(RADIOMICS_PACKAGES)
 
 
 def feature_net_label() -> str:

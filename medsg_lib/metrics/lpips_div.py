@@ -16,7 +16,7 @@ trunk's slices keep torchvision's ``features`` indices, so ``features.<i>.*`` ma
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,29 +94,33 @@ def pair_indices(k: int) -> tuple[torch.Tensor, torch.Tensor]:
     return i, j
 
 
-def lpips_diversity(model: LpipsModel, groups: Iterable[torch.Tensor]) -> tuple[float, int]:
-    """(mean LPIPS, number of groups): mean over all unordered pairs within each group, then over groups.
+Distance = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (P, C, H, W) x 2 -> (P,)
+
+
+def group_mean(distance: Distance, groups: Iterable[torch.Tensor], name: str) -> tuple[float, int]:
+    """(mean distance, number of groups): mean over all unordered pairs within each group, then over groups.
 
     Each group is (K, C, H, W) in [-1, 1] with K >= 2: the K outputs of one source image (paper: K = 10).
+    ``name`` names the caller in the error for no groups.
     """
     means = []
     for g, x in enumerate(groups):
         if x.ndim != 4 or x.shape[0] < 2:
             raise ValueError(f"group {g} must be (K, C, H, W) with K >= 2, got shape {tuple(x.shape)}")
         i, j = pair_indices(x.shape[0])
-        means.append(model.distance(x[i], x[j]).double().mean().item())
+        means.append(distance(x[i], x[j]).double().mean().item())
     if not means:
-        raise ValueError("lpips_diversity got no groups")
+        raise ValueError(f"{name} got no groups")
     return float(np.mean(means)), len(means)
 
 
-def lpips_pairs(
-    model: LpipsModel, x: torch.Tensor, num_pairs: int = 1000, seed: int = 0, batch_size: int = 50
+def random_pairs_mean(
+    distance: Distance, x: torch.Tensor, num_pairs: int = 1000, seed: int = 0, batch_size: int = 50
 ) -> tuple[float, int]:
-    """(mean LPIPS, num_pairs) over ``num_pairs`` random pairs of distinct samples of x (N, C, H, W) in [-1,
-    1].
+    """(mean distance, num_pairs) over ``num_pairs`` random pairs of distinct samples of x (N, C, H, W).
 
-    Pairs are drawn with replacement among the N (N - 1) ordered pairs i != j (LPIPS is symmetric), seeded.
+    Pairs are drawn with replacement among the N (N - 1) ordered pairs i != j (the distances are symmetric),
+    seeded: the same pairs for every distance at the same N and seed.
     """
     n = x.shape[0]
     if n < 2 or num_pairs < 1:
@@ -125,7 +129,21 @@ def lpips_pairs(
     i = rng.integers(0, n, num_pairs)
     j = (i + rng.integers(1, n, num_pairs)) % n  # uniform over the others
     values = [
-        model.distance(x[i[s : s + batch_size]], x[j[s : s + batch_size]])
+        distance(x[i[s : s + batch_size]], x[j[s : s + batch_size]]).cpu()
         for s in range(0, num_pairs, batch_size)
     ]
     return float(torch.cat(values).double().mean()), num_pairs
+
+
+def lpips_diversity(model: LpipsModel, groups: Iterable[torch.Tensor]) -> tuple[float, int]:
+    """(mean LPIPS, number of groups): :func:`group_mean` of LPIPS (all pairs within each group, then over
+    groups)."""
+    return group_mean(model.distance, groups, "lpips_diversity")
+
+
+def lpips_pairs(
+    model: LpipsModel, x: torch.Tensor, num_pairs: int = 1000, seed: int = 0, batch_size: int = 50
+) -> tuple[float, int]:
+    """(mean LPIPS, num_pairs) over random pairs of distinct samples of x (N, C, H, W) in [-1, 1]
+    (:func:`random_pairs_mean`)."""
+    return random_pairs_mean(model.distance, x, num_pairs, seed, batch_size)

@@ -23,12 +23,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from pytorch_msssim.ssim import _fspecial_gauss_1d, _ssim
 
-from medsg_lib.metrics.lpips_div import pair_indices
+from medsg_lib.metrics.lpips_div import group_mean, random_pairs_mean
 
 STANDARD_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # Wang et al. 2003, finest scale first
 MSSSIM_GROUP_PROTOCOL = (
@@ -108,39 +107,15 @@ def msssim_distance(x0: torch.Tensor, x1: torch.Tensor, win_size: int = 11) -> t
 
 
 def msssim_diversity(groups: Iterable[torch.Tensor]) -> tuple[float, int]:
-    """(mean MS-SSIM, number of groups): mean over all unordered pairs within each group, then over groups.
-
-    Each group is (K, C, H, W) in [-1, 1] with K >= 2: the K outputs of one source image (paper: K = 10).
-    Lower = more diverse.
-    """
-    means = []
-    for g, x in enumerate(groups):
-        if x.ndim != 4 or x.shape[0] < 2:
-            raise ValueError(f"group {g} must be (K, C, H, W) with K >= 2, got shape {tuple(x.shape)}")
-        i, j = pair_indices(x.shape[0])
-        means.append(msssim_distance(x[i], x[j]).double().mean().item())
-    if not means:
-        raise ValueError("msssim_diversity got no groups")
-    return float(np.mean(means)), len(means)
+    """(mean MS-SSIM, number of groups): mean over all unordered pairs within each group, then over groups
+    (:func:`~medsg_lib.metrics.lpips_div.group_mean`, LPIPS's protocol). Lower = more diverse."""
+    return group_mean(msssim_distance, groups, "msssim_diversity")
 
 
 def msssim_pairs(
     x: torch.Tensor, num_pairs: int = 1000, seed: int = 0, batch_size: int = 50
 ) -> tuple[float, int]:
     """(mean MS-SSIM, num_pairs) over ``num_pairs`` random pairs of distinct samples of x (N, C, H, W) in
-    [-1, 1]; lower = more diverse.
-
-    The pairs are :func:`~medsg_lib.metrics.lpips_div.lpips_pairs`' for the same N and seed: drawn with
-    replacement among the N (N - 1) ordered pairs i != j (MS-SSIM is symmetric).
-    """
-    n = x.shape[0]
-    if n < 2 or num_pairs < 1:
-        raise ValueError(f"need N >= 2 samples and num_pairs >= 1, got N={n}, num_pairs={num_pairs}")
-    rng = np.random.default_rng(seed)
-    i = rng.integers(0, n, num_pairs)
-    j = (i + rng.integers(1, n, num_pairs)) % n  # uniform over the others
-    values = [
-        msssim_distance(x[i[s : s + batch_size]], x[j[s : s + batch_size]]).cpu()
-        for s in range(0, num_pairs, batch_size)
-    ]
-    return float(torch.cat(values).double().mean()), num_pairs
+    [-1, 1]; lower = more diverse. The pairs are :func:`~medsg_lib.metrics.lpips_div.lpips_pairs`' for the
+    same N and seed (:func:`~medsg_lib.metrics.lpips_div.random_pairs_mean`)."""
+    return random_pairs_mean(msssim_distance, x, num_pairs, seed, batch_size)

@@ -35,10 +35,10 @@ VERSIONED_PACKAGES: tuple[str, ...] = ("torch", "torchvision", "pytorch-fid", "l
 STATUS_OK = "ok"
 
 
-def library_versions() -> dict[str, str]:
+def library_versions(packages: tuple[str, ...] = VERSIONED_PACKAGES) -> dict[str, str]:
     """Installed versions of the packages that shape a metric's value ("not installed" when absent)."""
     versions = {}
-    for name in VERSIONED_PACKAGES:
+    for name in packages:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

@@ -255,12 +255,16 @@ def lpips_protocol(images: GeneratedSet) -> str:
     return lpips_div.LPIPS_GROUP_PROTOCOL if images.image_to_image else lpips_div.LPIPS_PAIRS_PROTOCOL
 
 
+def _subset(n: int, seed: int) -> np.ndarray:
+    """Sorted indices of a seeded subset of at most :data:`LPIPS_MAX_IMAGES` of ``n`` items: the images the
+    diversity metrics draw random pairs among (generated files and real images alike)."""
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n, min(n, LPIPS_MAX_IMAGES), replace=False))
+
+
 def _chosen_files(files: tuple[Path, ...], seed: int) -> list[Path]:
     """A seeded subset of at most :data:`LPIPS_MAX_IMAGES` files, in file order (random pairs are drawn there)."""
-    rng = np.random.default_rng(seed)
-    return [
-        files[i] for i in np.sort(rng.choice(len(files), min(len(files), LPIPS_MAX_IMAGES), replace=False))
-    ]
+    return [files[i] for i in _subset(len(files), seed)]
 
 
 def _lpips_value(model: lpips_div.LpipsModel, images: GeneratedSet, seed: int) -> dict[str, Any]:
@@ -323,10 +327,7 @@ def lpips_records(
 def _real_tensor(images: RealImages, seed: int) -> Tensor:
     """A seeded subset of at most :data:`LPIPS_MAX_IMAGES` real images as one (K, C, H, W) tensor in [-1, 1]
     (only the chosen images are converted)."""
-    rng = np.random.default_rng(seed)
-    keep = torch.from_numpy(
-        np.sort(rng.choice(len(images), min(len(images), LPIPS_MAX_IMAGES), replace=False))
-    )
+    keep = torch.from_numpy(_subset(len(images), seed))
     return normalize_u8(images.images_u8[images.indices[keep]])
 
 
