@@ -13,6 +13,8 @@ from typing import Any
 from medsg_lib.families import FAMILIES
 from medsg_lib.profiles import PROFILE_NAMES, get_profile
 
+BENCH_RESULTS = "results/bench_train.jsonl"  # relative to the working directory (the project root)
+
 
 def _parameter_value(text: str) -> Any:
     """A ``-p NAME VALUE`` value as papermill's command line reads it: int, float, true/false, else text."""
@@ -126,14 +128,64 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     import json
 
     from medsg_lib.bench import bench_train
+    from medsg_lib.files import append_jsonl
 
     prof = get_profile(args.profile)
     cfg = replace(prof.train_config(args.model), img_size=args.img_size, batch_size=args.batch_size)
     if args.paper_widths:
         cfg = replace(cfg, net=type(cfg.net)())  # a family config's defaults are the paper's
-    cfg = replace(cfg, amp=args.amp, channels_last=args.channels_last, channels=args.channels)
-    result = bench_train(cfg, args.device, steps=args.steps, warmup=args.warmup)
+    cfg = replace(
+        cfg, amp=args.amp, channels_last=args.channels_last, channels=args.channels, compile=args.compile
+    )
+    result = bench_train(
+        cfg,
+        args.device,
+        steps=args.steps,
+        warmup=args.warmup,
+        num_threads=args.threads or None,
+        peak=args.peak_tflops or None,
+    )
+    peak = result["peak_tflops"]
+    result = {
+        "date": time.strftime("%Y-%m-%d"),
+        "profile": args.profile,
+        "paper_widths": args.paper_widths,
+        **result,
+    }
     print(json.dumps(result, indent=2, default=str))
+    mfu = f", MFU {result['mfu']:.1%} of {peak:g}" if peak else " (MFU: pass --peak-tflops)"
+    print(
+        f"{result['s_per_iter']:.3g} s/iteration, {result['images_per_s']:.3g} images/s, "
+        f"{result['tflops_per_iter']:.3g} TFLOP/iteration, {result['achieved_tflops']:.3g} TFLOP/s{mfu}"
+    )
+    if args.results:
+        Path(args.results).parent.mkdir(parents=True, exist_ok=True)
+        append_jsonl(Path(args.results), result)
+        print(f"appended to {args.results} (table: python -m medsg_lib bench table)")
+    return 0
+
+
+def _cmd_gpu_check(args: argparse.Namespace) -> int:
+    from medsg_lib.bench.gpu_check import GpuCheckConfig, gpu_check
+
+    cfg = GpuCheckConfig.quick(args.device) if args.quick else GpuCheckConfig(device=args.device)
+    rows = gpu_check(Path(args.out), cfg)
+    return 1 if any("error" in row for row in rows) else 0
+
+
+def _cmd_bench_table(args: argparse.Namespace) -> int:
+    from medsg_lib.bench import bench_table
+    from medsg_lib.files import read_jsonl, write_text_atomic
+
+    records = read_jsonl(Path(args.results))
+    if not records:
+        print(f"no records in {args.results}: run python -m medsg_lib bench train first", file=sys.stderr)
+        return 1
+    table = bench_table(records)
+    print(table, end="")
+    if args.out:
+        write_text_atomic(Path(args.out), table)
+        print(f"written to {args.out}")
     return 0
 
 
@@ -235,9 +287,27 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--amp", default="off", choices=("off", "bf16"))
     b.add_argument("--channels-last", action="store_true")
     b.add_argument("--paper-widths", action="store_true", help="default (paper) widths whatever the profile")
+    b.add_argument("--compile", action="store_true", help="torch.compile the family's compilable nets")
+    b.add_argument(
+        "--peak-tflops",
+        default="",
+        help="the device's peak for the FLOP utilisation: TFLOP/s, 'measured' (a timed matrix product in "
+        "the run's precision) or a datasheet name such as h200-sxm-bf16 (docs/performance.md)",
+    )
     b.add_argument("--steps", type=int, default=5)
     b.add_argument("--warmup", type=int, default=2)
+    b.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    b.add_argument("--results", default=BENCH_RESULTS, help="JSONL file the record is appended to ('': none)")
     b.set_defaults(func=_cmd_bench)
+    b = bench.add_parser("gpu-check", help="the one-call GPU check (scripts/gpu_check.sh): one table")
+    b.add_argument("--out", default="results/gpu_check", help="folder of gpu_check.md and gpu_check.jsonl")
+    b.add_argument("--device", default="cuda")
+    b.add_argument("--quick", action="store_true", help="tiny sizes (a CPU test of the same code)")
+    b.set_defaults(func=_cmd_gpu_check)
+    b = bench.add_parser("table", help="the markdown performance table of the bench train records")
+    b.add_argument("--results", default=BENCH_RESULTS)
+    b.add_argument("--out", default="", help="also write the table to this file")
+    b.set_defaults(func=_cmd_bench_table)
     b = bench.add_parser(
         "metrics", help="FID images/s and time, ours vs python -m pytorch_fid (RANDOM weights)"
     )

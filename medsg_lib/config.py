@@ -120,8 +120,9 @@ class TrainConfig:
     ckpt_every: int = 1000
     num_workers: int = 0
     device: str = "auto"  # auto | cpu | cuda | mps
-    amp: Literal["off", "bf16"] = "off"  # bf16 autocast on CUDA
+    amp: Literal["off", "bf16"] = "off"  # bf16 autocast (CUDA, or a CPU with bf16 units)
     channels_last: bool = False
+    compile: bool = False  # torch.compile the family's compilable nets (eager where unavailable)
 
     def __post_init__(self) -> None:
         from medsg_lib.families import get_family

@@ -3,7 +3,8 @@
 - :func:`select_device` turns ``"auto" | "cpu" | "cuda" | "cuda:1" | "mps"`` into a ``torch.device``.
 - :func:`configure_backend` enables TF32 matmuls/convolutions and the cuDNN autotuner on CUDA (no-op
 elsewhere).
-- :func:`autocast` is a bf16 autocast context on CUDA when asked for, a no-op context otherwise.
+- :func:`autocast` is a bf16 autocast context on CUDA or CPU when asked for, a no-op context otherwise.
+- :func:`compile_module` compiles a module in place with ``torch.compile``, or says why it stays eager.
 - :class:`DistInfo`, :func:`init_distributed`, :func:`all_reduce_grads`, :func:`broadcast_state` and
   :func:`gather_fingerprints`: data parallelism by hand (see :func:`all_reduce_grads` for why not
   ``DistributedDataParallel``).
@@ -60,14 +61,44 @@ def configure_backend(device: torch.device) -> None:
 
 
 def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
-    """``torch.autocast`` to bfloat16 when ``amp == "bf16"`` and ``device`` is CUDA; else a no-op context.
+    """``torch.autocast`` to bfloat16 when ``amp == "bf16"`` on CUDA or CPU; else a no-op context.
 
-    bf16 needs no loss scaling (fp32's exponent range). CPU runs ignore ``amp`` so that tests and CI stay
-    fp32.
+    bf16 needs no loss scaling (fp32's exponent range). On a CPU it is fast only with bf16 units (AVX512-BF16
+    or AMX, :func:`cpu_has_bf16`); elsewhere it is emulated and slower than fp32. Every profile keeps
+    ``amp="off"``, so tests, CI and the embedded default stay fp32.
     """
-    if amp == "bf16" and device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    if amp == "bf16" and device.type in ("cuda", "cpu"):
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has bf16 matrix units (AMX-BF16 or AVX512-BF16), as oneDNN sees it."""
+    check = getattr(torch.backends.mkldnn, "is_available", lambda: False)
+    if not check():
+        return False
+    ops = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    return bool(ops()) if ops is not None else False
+
+
+def compile_module(module: nn.Module, device: torch.device) -> str:
+    """``module.compile()`` in place (state_dict keys unchanged) where ``torch.compile`` can work; returns
+    ``"compiled"`` or the reason it stays eager (no C++ compiler for a CPU build, unsupported platform).
+
+    Compilation itself happens at the first call; a failure there falls back to eager for that graph with
+    torch's own warning (``torch._dynamo.config.suppress_errors``), so training never stops for it.
+    """
+    import shutil
+
+    import torch._dynamo
+
+    if not torch._dynamo.is_dynamo_supported():
+        return "eager: torch.compile is not supported on this Python/platform"
+    if device.type == "cpu" and not any(shutil.which(cc) for cc in ("g++", "c++", "clang++")):
+        return "eager: torch.compile on CPU needs a C++ compiler (g++ or clang++) on PATH"
+    torch._dynamo.config.suppress_errors = True
+    module.compile()
+    return "compiled"
 
 
 class AutocastModule(nn.Module):

@@ -10,7 +10,8 @@ StarGAN v2 (Choi et al., CVPR 2020), Section 2.2, as summarised in ``docs/paper.
 - R1 (Mescheder et al. 2018): ``R1 = 0.5 * E[|grad_x D_y(x)|^2]`` on real images.
 
 ``nets`` is a mapping with the keys ``"generator"``, ``"mapping_network"``, ``"style_encoder"`` and
-``"discriminator"`` (see :func:`medsg_lib.models.build_models`). Loss dicts hold Python floats for logging.
+``"discriminator"`` (see :func:`medsg_lib.models.build_models`). Loss dicts hold detached 0-d tensors: the
+trainer turns them into numbers once per log interval, so a step never waits for the device to report a loss.
 """
 
 from __future__ import annotations
@@ -81,6 +82,11 @@ def lambda_ds_at(step: int, initial: float, decay_iters: int) -> float:
     return float(initial) * max(0.0, 1.0 - step / decay_iters)
 
 
+def _detached(**terms: Tensor) -> dict[str, Tensor]:
+    """The unweighted loss terms for logging: detached 0-d tensors, still on the device (no host sync)."""
+    return {name: value.detach() for name, value in terms.items()}
+
+
 def _exactly_one(name_a: str, a: object, name_b: str, b: object) -> None:
     if (a is None) == (b is None):
         raise ValueError(f"give exactly one of {name_a} (latent-guided) or {name_b} (reference-guided)")
@@ -105,7 +111,7 @@ def medsg_d_loss(
     z_trg: Tensor | None = None,
     x_ref: Tensor | None = None,
     lambda_reg: float = 1.0,
-) -> tuple[Tensor, dict[str, float]]:
+) -> tuple[Tensor, dict[str, Tensor]]:
     """Discriminator objective of one step: ``adv(D(x), 1) + lambda_reg * R1 + adv(D(G(x, s~)), 0)``.
 
     Exactly one of ``z_trg`` (latent-guided: ``s~ = F(z_trg, y_trg)``) or ``x_ref`` (reference-guided:
@@ -140,7 +146,7 @@ def medsg_d_loss(
     loss_fake = adv_loss(out_fake, 0.0)
 
     loss = loss_real + loss_fake + lambda_reg * loss_reg
-    return loss, {"real": loss_real.item(), "fake": loss_fake.item(), "reg": loss_reg.item()}
+    return loss, _detached(real=loss_real, fake=loss_fake, reg=loss_reg)
 
 
 def medsg_g_loss(
@@ -154,7 +160,7 @@ def medsg_g_loss(
     lambda_sty: float = 1.0,
     lambda_ds: float = 2.0,
     lambda_cyc: float = 1.0,
-) -> tuple[Tensor, dict[str, float]]:
+) -> tuple[Tensor, dict[str, Tensor]]:
     """Generator objective ``adv + lambda_sty * L_sty - lambda_ds * L_ds + lambda_cyc * L_cyc``, eqs. (1)-(4).
 
     Exactly one of ``z_trgs`` (two latents ``(B, latent_dim)``) or ``x_refs`` (two reference batches
@@ -192,8 +198,9 @@ def medsg_g_loss(
     loss_sty = style_recon_loss(style_encoder(x_fake, y_trg), s_trg)
 
     # eq. (3): two styles of the same domain give different images (second image detached)
-    s_trg2 = style_of(1)
-    x_fake2 = generator(x_real, s_trg2).detach()
+    # the second image only enters detached: made without a graph (same values, no saved activations)
+    with torch.no_grad():
+        x_fake2 = generator(x_real, style_of(1))
     loss_ds = diversity_loss(x_fake, x_fake2)
 
     # eq. (4): translating back with the source image's own style recovers it
@@ -202,17 +209,12 @@ def medsg_g_loss(
     loss_cyc = cycle_loss(x_rec, x_real)
 
     loss = loss_adv + lambda_sty * loss_sty - lambda_ds * loss_ds + lambda_cyc * loss_cyc
-    return loss, {
-        "adv": loss_adv.item(),
-        "sty": loss_sty.item(),
-        "ds": loss_ds.item(),
-        "cyc": loss_cyc.item(),
-    }
+    return loss, _detached(adv=loss_adv, sty=loss_sty, ds=loss_ds, cyc=loss_cyc)
 
 
 def baseline_d_loss(
     discriminator: nn.Module, generator: nn.Module, x_real: Tensor, z: Tensor
-) -> tuple[Tensor, dict[str, float]]:
+) -> tuple[Tensor, dict[str, Tensor]]:
     """GAN/DCGAN discriminator loss ``BCE(D(x), 1) + BCE(D(G(z)), 0)`` (Goodfellow et al. 2014).
 
     Args:
@@ -225,15 +227,15 @@ def baseline_d_loss(
     with torch.no_grad():
         x_fake = generator(z)
     loss_fake = adv_loss(discriminator(x_fake), 0.0)
-    return loss_real + loss_fake, {"real": loss_real.item(), "fake": loss_fake.item()}
+    return loss_real + loss_fake, _detached(real=loss_real, fake=loss_fake)
 
 
 def baseline_g_loss(
     discriminator: nn.Module, generator: nn.Module, z: Tensor
-) -> tuple[Tensor, dict[str, float]]:
+) -> tuple[Tensor, dict[str, Tensor]]:
     """Non-saturating generator loss ``BCE(D(G(z)), 1)``; z ``(B, nz)``. Returns ``(loss, {"adv"})``.
 
     Gradients also reach D's parameters: step only the generator's optimiser.
     """
     loss_adv = adv_loss(discriminator(generator(z)), 1.0)
-    return loss_adv, {"adv": loss_adv.item()}
+    return loss_adv, _detached(adv=loss_adv)

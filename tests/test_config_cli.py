@@ -149,7 +149,7 @@ def test_cli_bench_train_prints_speed(capsys):
     from medsg_lib.__main__ import main
 
     argv = ["bench", "train", "--model", "gan", "--profile", "smoke", "--img-size", "32", "--batch-size", "4"]
-    assert main([*argv, "--steps", "1", "--warmup", "0"]) == 0
+    assert main([*argv, "--steps", "1", "--warmup", "0", "--results", ""]) == 0
     out = capsys.readouterr().out
     assert '"images_per_s"' in out and '"s_per_iter"' in out
 

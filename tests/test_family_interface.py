@@ -87,9 +87,9 @@ class TinyFamily(ModelFamily):
 
     def train_step(
         self, state: TrainState, batch: Batch, cfg: TrainConfig, ctx: StepContext
-    ) -> dict[str, float]:
+    ) -> dict[str, Tensor | float]:
         gen, disc = state.nets["generator"], state.nets["discriminator"]
-        terms: dict[str, float] = {}
+        terms: dict[str, Tensor | float] = {}
         loss, parts = losses.baseline_d_loss(disc, gen, batch.x_real, batch.z[0])
         record_terms(terms, "d", loss, parts)
         optimise(loss, [disc], [state.optimizers["discriminator"]], ctx.info)

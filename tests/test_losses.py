@@ -117,6 +117,8 @@ def test_medsg_d_loss_composition_and_gradients(nets, batch, mode: str) -> None:
     guide = {"z_trg": batch["z1"]} if mode == "latent" else {"x_ref": batch["x_ref1"]}
     x_real = batch["x_real"]
     loss, parts = medsg_d_loss(nets, x_real, batch["y_org"], batch["y_trg"], **guide, lambda_reg=3.0)
+    assert all(v.ndim == 0 and not v.requires_grad for v in parts.values())  # logged later, no host sync
+    parts = {k: float(v) for k, v in parts.items()}
     assert set(parts) == {"real", "fake", "reg"}
     assert all(math.isfinite(v) for v in parts.values()) and parts["reg"] > 0
     assert loss.item() == pytest.approx(parts["real"] + parts["fake"] + 3.0 * parts["reg"], rel=1e-5)
@@ -147,6 +149,8 @@ def test_medsg_g_loss_composition_and_gradients(nets, batch, mode: str) -> None:
         guide = {"x_refs": (batch["x_ref1"], batch["x_ref2"])}
     args = (nets, batch["x_real"], batch["y_org"], batch["y_trg"])
     loss, parts = medsg_g_loss(*args, **guide, lambda_sty=0.5, lambda_ds=2.0, lambda_cyc=3.0)
+    assert all(v.ndim == 0 and not v.requires_grad for v in parts.values())
+    parts = {k: float(v) for k, v in parts.items()}
     assert set(parts) == {"adv", "sty", "ds", "cyc"}
     assert all(math.isfinite(v) for v in parts.values()) and parts["ds"] > 0
     expected = parts["adv"] + 0.5 * parts["sty"] - 2.0 * parts["ds"] + 3.0 * parts["cyc"]
@@ -174,7 +178,7 @@ def test_medsg_g_loss_diversity_term_is_subtracted(nets, batch) -> None:
     z_trgs = (batch["z1"], batch["z2"])
     loss0, parts = medsg_g_loss(*args, z_trgs=z_trgs, lambda_ds=0.0)
     loss1, _ = medsg_g_loss(*args, z_trgs=z_trgs, lambda_ds=1.0)
-    assert (loss0 - loss1).item() == pytest.approx(parts["ds"], rel=1e-5)
+    assert (loss0 - loss1).item() == pytest.approx(float(parts["ds"]), rel=1e-5)
     # the same latent twice: no diversity
     _, same = medsg_g_loss(*args, z_trgs=(batch["z1"], batch["z1"]))
     assert same["ds"] == 0.0

@@ -91,6 +91,27 @@ def test_real_features_cached_and_rgb_generated_converted(
     assert cache_file.exists()
 
 
+def test_class_sets_are_cut_from_one_extraction_of_their_split(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    u8 = torch.from_numpy(smooth_images(6, 64, seed=1))[:, None]
+    sizes, original = [], frd.radiomic_features
+
+    def counting(files, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        sizes.append(len(files))
+        return original(files, *args, **kwargs)
+
+    monkeypatch.setattr(frd, "radiomic_features", counting)
+    normal = RealImages(u8, torch.tensor([0, 2, 4]), "train", "Normal", "test-set", 50)
+    covid = RealImages(u8, torch.tensor([1, 3, 5]), "train", "COVID-19", "test-set", 50)
+    cut = frd.set_features(normal, tmp_path)
+    frd.set_features(covid, tmp_path)
+    frd.set_features(frd.whole_split(normal), tmp_path)
+    assert sizes == [6]  # the split's six images, once, for both classes and "all"
+    np.testing.assert_array_equal(cut, frd.set_features(normal, None))  # = the class set's own extraction
+    assert sizes == [6, 3]
+
+
 def test_lung_masks_real_and_borrowed_from_sources(tmp_path: Path) -> None:
     imgs = smooth_images(8, 64, seed=2)
     class_dir = tmp_path / "Normal"

@@ -233,7 +233,7 @@ def train_classifier(
         drop_last=drop_last,
     )
     bn_loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=False, drop_last=drop_last)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, foreach=True)  # = the loop, bit for bit
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs * len(loader))
     loss_fn = nn.CrossEntropyLoss(weight=weights.to(device))
     aug_gen = torch.Generator().manual_seed(cfg.seed + 1) if cfg.augment else None

@@ -97,6 +97,9 @@ class ModelFamily(ABC):
     ema_nets: ClassVar[tuple[str, ...]] = ()  # networks with an EMA copy, updated by the family's step
     inference_nets: ClassVar[tuple[str, ...]] = ("generator",)  # what generation needs (EMA copy if any)
     translates: ClassVar[bool] = False  # image-to-image: generation translates validation images
+    # nets that TrainConfig.compile may torch.compile (not those whose loss needs a double backward, e.g. R1:
+    # AOTAutograd, which torch.compile uses for training, does not support it)
+    compile_nets: ClassVar[tuple[str, ...]] = ()
     reproduce_targets: ClassVar[tuple[str, ...]] = ("all",)  # runs `reproduce` trains: target classes
 
     def check_config(self, cfg: TrainConfig) -> None:  # noqa: B027 (optional hook: no constraint by default)
@@ -127,9 +130,11 @@ class ModelFamily(ABC):
     @abstractmethod
     def train_step(
         self, state: TrainState, batch: Batch, cfg: TrainConfig, ctx: StepContext
-    ) -> dict[str, float]:
+    ) -> dict[str, Tensor | float]:
         """One iteration: update ``state``'s networks, optimisers and EMA (not ``state.step``); return every
-        loss term by name (``<net>_total`` terms are shown in the progress bar)."""
+        loss term by name, as detached 0-d tensors (or floats, e.g. a scheduled weight): the trainer reads
+        them only at log, sample and checkpoint steps, so a step never waits on the device. ``<net>_total``
+        terms are shown in the progress bar."""
 
     @abstractmethod
     def sample_inputs(self, cfg: TrainConfig, dataset: Dataset, labels: Tensor) -> SampleInputs:
@@ -218,8 +223,8 @@ def update_ema(ema: dict[str, nn.Module], nets: dict[str, nn.Module], beta: floa
     """``ema <- beta * ema + (1 - beta) * online`` for parameters; buffers are copied."""
     for name, ema_net in ema.items():
         online = nets[name]
-        for p_ema, p in zip(ema_net.parameters(), online.parameters(), strict=True):
-            p_ema.lerp_(p, 1.0 - beta)
+        # one multi-tensor lerp per network (same values as a loop of p_ema.lerp_(p, 1 - beta))
+        torch._foreach_lerp_(list(ema_net.parameters()), list(online.parameters()), 1.0 - beta)
         for b_ema, b in zip(ema_net.buffers(), online.buffers(), strict=True):
             b_ema.copy_(b)
 
@@ -243,15 +248,19 @@ def optimise(
     for opt in optimizers:
         opt.zero_grad(set_to_none=True)
     loss.backward()
-    all_reduce_grads((p for m in modules for p in m.parameters()), info.world_size)
+    if info.distributed:
+        all_reduce_grads((p for m in modules for p in m.parameters()), info.world_size)
     for opt in optimizers:
         opt.step()
 
 
-def record_terms(terms: dict[str, float], prefix: str, loss: Tensor, parts: dict[str, float]) -> None:
-    """Add ``<prefix>_total`` and ``<prefix>_<part>`` of one loss to ``terms``."""
-    terms[f"{prefix}_total"] = float(loss.detach().item())
-    terms.update({f"{prefix}_{k}": float(v) for k, v in parts.items()})
+def record_terms(
+    terms: dict[str, Tensor | float], prefix: str, loss: Tensor, parts: Mapping[str, Tensor | float]
+) -> None:
+    """Add ``<prefix>_total`` and ``<prefix>_<part>`` of one loss to ``terms``, as detached tensors (no host
+    synchronisation: the trainer reads them once per log interval)."""
+    terms[f"{prefix}_total"] = loss.detach()
+    terms.update({f"{prefix}_{k}": v.detach() if isinstance(v, Tensor) else v for k, v in parts.items()})
 
 
 @contextmanager

@@ -68,10 +68,13 @@ class NoiseGAN(ModelFamily):
     :class:`NoiseConfig`. Subclasses build the two networks."""
 
     reproduce_targets = ("all", *CLASS_NAMES)
+    compile_nets = ("generator", "discriminator")
 
     def optimizers(self, cfg: TrainConfig, nets: Mapping[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
         return {
-            name: torch.optim.Adam(module.parameters(), lr=cfg.net.lr, betas=(cfg.net.beta1, 0.999))
+            name: torch.optim.Adam(
+                module.parameters(), lr=cfg.net.lr, betas=(cfg.net.beta1, 0.999), foreach=True
+            )
             for name, module in nets.items()
         }
 
@@ -92,19 +95,21 @@ class NoiseGAN(ModelFamily):
 
     def train_step(
         self, state: TrainState, batch: Batch, cfg: TrainConfig, ctx: StepContext
-    ) -> dict[str, float]:
+    ) -> dict[str, Tensor | float]:
         """A BCE discriminator step, then a non-saturating generator step (same z)."""
         gen, disc = state.nets["generator"], state.nets["discriminator"]
-        terms: dict[str, float] = {}
-        with autocast(ctx.device, cfg.amp):
-            with frozen(gen):
+        terms: dict[str, Tensor | float] = {}
+        # one autocast region per loss, the update outside it (autocast caches bf16 weight copies per region)
+        with frozen(gen):
+            with autocast(ctx.device, cfg.amp):
                 loss, parts = losses.baseline_d_loss(disc, gen, batch.x_real, batch.z[0])
-                record_terms(terms, "d", loss, parts)
-                optimise(loss, [disc], [state.optimizers["discriminator"]], ctx.info)
-            with frozen(disc):
+            record_terms(terms, "d", loss, parts)
+            optimise(loss, [disc], [state.optimizers["discriminator"]], ctx.info)
+        with frozen(disc):
+            with autocast(ctx.device, cfg.amp):
                 loss, parts = losses.baseline_g_loss(disc, gen, batch.z[0])
-                record_terms(terms, "g", loss, parts)
-                optimise(loss, [gen], [state.optimizers["generator"]], ctx.info)
+            record_terms(terms, "g", loss, parts)
+            optimise(loss, [gen], [state.optimizers["generator"]], ctx.info)
         broadcast_state(state.nets.values(), ctx.info.world_size, buffers_only=True)
         return terms
 

@@ -35,11 +35,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image
 
 from medsg_lib.data.covidqu import sibling_lung_mask
 from medsg_lib.data.transforms import load_mask
-from medsg_lib.files import write_atomic
+from medsg_lib.files import ALL_CLASSES, write_atomic
 from medsg_lib.metrics.records import library_versions
 from medsg_lib.metrics.sources import Images, RealImages
 
@@ -208,6 +209,15 @@ def radiomics_cache_path(real: RealImages, cache_dir: Path, with_masks: bool = F
     return Path(cache_dir) / f"radiomics-{digest}.npz", key_json
 
 
+def whole_split(real: RealImages) -> RealImages:
+    """Every image of ``real``'s split (class "all"), as :func:`medsg_lib.metrics.sources.real_images` gives
+    it."""
+    n = real.images_u8.shape[0]
+    return RealImages(
+        real.images_u8, torch.arange(n), real.split, ALL_CLASSES, real.identity, real.batch_size
+    )
+
+
 def set_features(
     images: Images,
     cache_dir: Path | None,
@@ -217,8 +227,17 @@ def set_features(
 ) -> np.ndarray:
     """Raw radiomic features (n, F) of either kind of set (inside its lung masks when ``with_masks``); a real
     set's from ``cache_dir`` when there, else extracted and saved there (``None``: no cache). A cache file of
-    another key raises, naming it."""
+    another key raises, naming it.
+
+    A real class set without masks is cut from the features of its whole split (:func:`whole_split`, cached
+    under class "all"), so each real image is extracted once per split, however many of its class and "all"
+    sets are compared (radiomic features are per image: the rows are the same values)."""
     path = key_json = None
+    if isinstance(images, RealImages) and cache_dir is not None and not with_masks:
+        if images.target_class != ALL_CLASSES:
+            split_feats = set_features(whole_split(images), cache_dir, num_workers)
+            if len(split_feats) == images.images_u8.shape[0]:  # else frd-score skipped an image
+                return split_feats[images.indices.numpy()]
     if isinstance(images, RealImages) and cache_dir is not None:
         path, key_json = radiomics_cache_path(images, cache_dir, with_masks)
         if path.is_file():

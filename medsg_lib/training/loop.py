@@ -31,10 +31,9 @@ from medsg_lib.families import get_family
 from medsg_lib.families.base import StepContext, TrainState
 from medsg_lib.files import CONFIG_NAME, LOG_NAME, append_jsonl, write_json_atomic
 from medsg_lib.heartbeat import Heartbeat
-from medsg_lib.training.plan import check_dataset, make_loader, make_plan_fn
+from medsg_lib.training.plan import StepPlans, check_dataset, make_loader, make_plan_fn
 from medsg_lib.training.rundir import (
     LogWindow,
-    check_finite,
     check_resumable,
     clear_run,
     run_config,
@@ -52,22 +51,23 @@ def run_steps(
     stop: int,
     device: torch.device,
     info: DistInfo,
-) -> Iterator[dict[str, float]]:
-    """Train from ``state.step`` to ``stop``; yields each step's loss terms once ``state.step`` is updated."""
+) -> Iterator[dict[str, Tensor | float]]:
+    """Train from ``state.step`` to ``stop``; yields each step's loss terms (detached tensors, see
+    :meth:`ModelFamily.train_step`) once ``state.step`` is updated."""
     if cfg.batch_size % info.world_size:
         raise ValueError(
             f"TrainConfig.batch_size={cfg.batch_size} (the global batch) must be divisible by the world size "
             f"{info.world_size}"
         )
     family = get_family(cfg.model)
-    plan_fn = make_plan_fn(cfg, labels, cfg.batch_size // info.world_size, info.rank)
+    plans = StepPlans(make_plan_fn(cfg, labels, cfg.batch_size // info.world_size, info.rank))
     ctx = StepContext(device=device, info=info)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    loader = make_loader(dataset, plan_fn, state.step, stop, cfg, device)
+    loader = make_loader(dataset, plans, state.step, stop, cfg, device)
     for t, (x, y) in enumerate(loader, start=state.step + 1):
         x = x.to(device, non_blocking=True).contiguous(memory_format=memory_format)
         y = y.to(device, non_blocking=True)
-        z = [zi.to(device, non_blocking=True) for zi in plan_fn(t).z]
+        z = [zi.to(device, non_blocking=True) for zi in plans.take(t).z]
         terms = family.train_step(state, family.to_batch(x, y, z), cfg, ctx)
         state.step = t
         yield terms
@@ -177,19 +177,24 @@ def _train_loop(
     with bar:
         for terms in run_steps(state, cfg, dataset, labels, stop, device, info):
             t = state.step
-            check_finite(terms, t, run_dir)
-            window.add(terms)
+            window.add(t, terms)
             bar.update(1)
-            if t % cfg.log_every == 0 or t == cfg.iterations:
-                record = window.flush(t)
+            is_log = t % cfg.log_every == 0 or t == cfg.iterations
+            is_sample = t % cfg.sample_every == 0 or t == cfg.iterations
+            is_ckpt = t % cfg.ckpt_every == 0 or t == stop
+            if is_sample or is_ckpt:  # on every rank, so that the ranks stop together
+                # the only host synchronisation between log lines: nothing is written after a NaN
+                window.check_finite(run_dir)
+            if is_log:
+                record = window.flush(t, run_dir)
                 bar.set_postfix(_postfix(record), refresh=False)
                 terms_text = ", ".join(f"{k} {v}" for k, v in _postfix(record).items())
                 heartbeat.beat(f"step {t}/{cfg.iterations}: {terms_text}", force=t == stop)
                 if info.is_main:
                     append_jsonl(run_dir / LOG_NAME, record)
-            if info.is_main and (t % cfg.sample_every == 0 or t == cfg.iterations):
+            if info.is_main and is_sample:
                 save_samples(state, cfg, inputs, run_dir, device)
-            if t % cfg.ckpt_every == 0 or t == stop:
+            if is_ckpt:
                 fingerprints = check_ranks_agree(state, info) if info.distributed else None
                 if info.is_main:
                     save_checkpoint(

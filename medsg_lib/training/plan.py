@@ -39,15 +39,33 @@ def make_plan_fn(cfg: TrainConfig, labels: Tensor, batch: int, rank: int) -> Cal
     return lambda t: planner(step_generator(cfg.seed, t, rank))
 
 
+class StepPlans:
+    """Each step's plan, made once: the loader's sampler asks for a step's items (:meth:`items`), the trainer
+    then takes the same plan's latents (:meth:`take`). Holds only the plans the loader has run ahead by."""
+
+    def __init__(self, plan_fn: Callable[[int], StepPlan]) -> None:
+        self.plan_fn = plan_fn
+        self._plans: dict[int, StepPlan] = {}
+
+    def items(self, step: int) -> list[tuple[int, int]]:
+        self._plans[step] = self.plan_fn(step)
+        return self._plans[step].items
+
+    def take(self, step: int) -> StepPlan:
+        """The plan of ``step`` (made by :meth:`items`, or now), forgotten afterwards."""
+        plan = self._plans.pop(step, None)
+        return plan if plan is not None else self.plan_fn(step)
+
+
 class StepSampler:
     """Batch sampler yielding the plan's items of steps ``start + 1 .. stop``."""
 
-    def __init__(self, plan_fn: Callable[[int], StepPlan], start: int, stop: int) -> None:
-        self.plan_fn, self.start, self.stop = plan_fn, start, stop
+    def __init__(self, plans: StepPlans, start: int, stop: int) -> None:
+        self.plans, self.start, self.stop = plans, start, stop
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         for t in range(self.start + 1, self.stop + 1):
-            yield self.plan_fn(t).items
+            yield self.plans.items(t)
 
     def __len__(self) -> int:
         return self.stop - self.start
@@ -68,7 +86,7 @@ def check_dataset(dataset: Dataset, cfg: TrainConfig) -> Tensor:
 
 def make_loader(
     dataset: Dataset,
-    plan_fn: Callable[[int], StepPlan],
+    plans: StepPlans,
     start: int,
     stop: int,
     cfg: TrainConfig,
@@ -77,7 +95,7 @@ def make_loader(
     """One pass over steps ``start + 1 .. stop``; each batch stacks the ``(x, y)`` of a step's plan items."""
     return DataLoader(
         SeededItems(dataset),
-        batch_sampler=StepSampler(plan_fn, start, stop),
+        batch_sampler=StepSampler(plans, start, stop),
         num_workers=cfg.num_workers,
         pin_memory=device.type == "cuda",
     )

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 from torchvision.utils import save_image
 
 from medsg_lib.checkpoint import latest_checkpoint
@@ -37,9 +38,21 @@ from medsg_lib.files import (
 )
 from medsg_lib.models import count_parameters
 
-# fields that may change when a run is resumed (they do not change what is computed)
+# fields that may change when a run is resumed (they change how, not what, is computed; compile and
+# channels_last: the rounding of later steps)
 RESUMABLE_FIELDS: dict[str, frozenset[str]] = {
-    "train": frozenset({"iterations", "log_every", "sample_every", "ckpt_every", "num_workers", "device"}),
+    "train": frozenset(
+        {
+            "iterations",
+            "log_every",
+            "sample_every",
+            "ckpt_every",
+            "num_workers",
+            "device",
+            "compile",
+            "channels_last",
+        }
+    ),
     "data": frozenset({"cache_dir", "on_bad"}),
 }
 
@@ -104,7 +117,12 @@ def truncate_log(log_path: Path, last_step: int) -> None:
 
 
 class LogWindow:
-    """Means of the loss terms since the last log line, and the images per second over that window."""
+    """The loss terms of the steps since the last log line, read from the device in one go.
+
+    :meth:`add` keeps each step's terms as they come (detached 0-d tensors or floats), without a host
+    synchronisation; :meth:`check_finite` reads every pending step with one ``tolist()`` and raises at the
+    first non-finite term; :meth:`flush` returns the means over the window and the images per second.
+    """
 
     def __init__(self, images_per_step: int) -> None:
         self.images_per_step = images_per_step
@@ -113,14 +131,30 @@ class LogWindow:
     def _reset(self) -> None:
         self.sums: dict[str, float] = {}
         self.count = 0
+        self.pending: list[tuple[int, dict[str, Tensor | float]]] = []
         self.t0 = time.perf_counter()
 
-    def add(self, terms: dict[str, float]) -> None:
-        for k, v in terms.items():
-            self.sums[k] = self.sums.get(k, 0.0) + v
-        self.count += 1
+    def add(self, step: int, terms: dict[str, Tensor | float]) -> None:
+        self.pending.append((step, terms))
 
-    def flush(self, step: int) -> dict[str, Any]:
+    def check_finite(self, run_dir: Path) -> None:
+        """Read the pending steps' terms (one device synchronisation), add them to the window's sums and raise
+        ``FloatingPointError`` (:func:`check_finite`) at the first step with a non-finite term."""
+        if not self.pending:
+            return
+        tensors = [v for _, terms in self.pending for v in terms.values() if isinstance(v, Tensor)]
+        numbers = iter(torch.stack([v.float() for v in tensors]).tolist() if tensors else [])
+        pending, self.pending = self.pending, []
+        for step, terms in pending:
+            values = {k: next(numbers) if isinstance(v, Tensor) else float(v) for k, v in terms.items()}
+            check_finite(values, step, run_dir)
+            for k, v in values.items():
+                self.sums[k] = self.sums.get(k, 0.0) + v
+            self.count += 1
+
+    def flush(self, step: int, run_dir: Path) -> dict[str, Any]:
+        """The log record of the window ending at ``step`` (after :meth:`check_finite`); starts a new window."""
+        self.check_finite(run_dir)
         seconds = time.perf_counter() - self.t0
         record = {"step": step, **{k: v / self.count for k, v in self.sums.items()}}
         record["images_per_s"] = self.images_per_step * self.count / max(seconds, 1e-9)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import warnings
 from copy import deepcopy
 from typing import Any
 
@@ -10,14 +11,15 @@ import torch
 from torch import Tensor
 
 from medsg_lib.config import TrainConfig
-from medsg_lib.devices import DistInfo, gather_fingerprints
+from medsg_lib.devices import DistInfo, compile_module, gather_fingerprints
 from medsg_lib.families import get_family
 from medsg_lib.families.base import NUM_DOMAINS, TrainState
 
 
 def build_train_state(cfg: TrainConfig, device: torch.device) -> TrainState:
     """Fresh networks (seeded with ``cfg.seed``), EMA copies of the family's ``ema_nets`` and optimisers, on
-    ``device``."""
+    ``device``; with ``cfg.compile`` the family's ``compile_nets`` are compiled in place (the EMA copies, used
+    only for samples and generation, stay eager)."""
     family = get_family(cfg.model)
     torch.manual_seed(cfg.seed)
     memory_format = torch.channels_last if cfg.channels_last else torch.preserve_format
@@ -26,6 +28,11 @@ def build_train_state(cfg: TrainConfig, device: torch.device) -> TrainState:
         for name, net in family.build(cfg, NUM_DOMAINS).items()
     }
     ema = {name: deepcopy(nets[name]).eval().requires_grad_(False) for name in family.ema_nets}
+    if cfg.compile:
+        for name in family.compile_nets:
+            outcome = compile_module(nets[name], device)
+            if outcome != "compiled":
+                warnings.warn(f"TrainConfig.compile: {name} runs {outcome}", stacklevel=2)
     return TrainState(nets=nets, ema=ema, optimizers=family.optimizers(cfg, nets))
 
 
