@@ -127,15 +127,19 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     import json
 
-    from medsg_lib.bench import bench_train
+    from medsg_lib.bench import bench_config, bench_summary, bench_train
     from medsg_lib.files import append_jsonl
 
-    prof = get_profile(args.profile)
-    cfg = replace(prof.train_config(args.model), img_size=args.img_size, batch_size=args.batch_size)
-    if args.paper_widths:
-        cfg = replace(cfg, net=type(cfg.net)())  # a family config's defaults are the paper's
-    cfg = replace(
-        cfg, amp=args.amp, channels_last=args.channels_last, channels=args.channels, compile=args.compile
+    cfg = bench_config(
+        args.profile,
+        args.model,
+        args.img_size,
+        args.batch_size,
+        args.paper_widths,
+        amp=args.amp,
+        channels_last=args.channels_last,
+        channels=args.channels,
+        compile=args.compile,
     )
     result = bench_train(
         cfg,
@@ -145,7 +149,6 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         num_threads=args.threads or None,
         peak=args.peak_tflops or None,
     )
-    peak = result["peak_tflops"]
     result = {
         "date": time.strftime("%Y-%m-%d"),
         "profile": args.profile,
@@ -153,11 +156,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         **result,
     }
     print(json.dumps(result, indent=2, default=str))
-    mfu = f", MFU {result['mfu']:.1%} of {peak:g}" if peak else " (MFU: pass --peak-tflops)"
-    print(
-        f"{result['s_per_iter']:.3g} s/iteration, {result['images_per_s']:.3g} images/s, "
-        f"{result['tflops_per_iter']:.3g} TFLOP/iteration, {result['achieved_tflops']:.3g} TFLOP/s{mfu}"
-    )
+    print(bench_summary(result))
     if args.results:
         Path(args.results).parent.mkdir(parents=True, exist_ok=True)
         append_jsonl(Path(args.results), result)

@@ -16,12 +16,14 @@ from medsg_lib.bench.metrics import (
     write_noise_pngs,
     write_random_fid_weights,
 )
-from medsg_lib.bench.train import bench_table, bench_train, step_flops
+from medsg_lib.bench.train import bench_config, bench_summary, bench_table, bench_train, step_flops
 
 __all__ = [
     "PEAK_TFLOPS",
     "RANDOM_WEIGHTS_NOTE",
+    "bench_config",
     "bench_metrics",
+    "bench_summary",
     "bench_table",
     "bench_table1",
     "bench_train",

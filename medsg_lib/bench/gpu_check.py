@@ -32,6 +32,9 @@ import torch
 
 from medsg_lib.bench.flops import PEAK_TFLOPS
 from medsg_lib.bench.measure import synchronize
+from medsg_lib.bench.train import bench_config, bench_summary, bench_train
+from medsg_lib.config import TrainConfig
+from medsg_lib.files import class_slug
 
 RANDOM_NOTE = "RANDOM weights: proves the code runs, the value means nothing"
 
@@ -108,7 +111,7 @@ def smoke_pipeline(cfg: GpuCheckConfig, work: Path) -> dict[str, Any]:
         prof.metrics, allow_random_weights=True, fid_protocols=("pytorch-fid",), bootstrap=0
     )
     options = EvalOptions(metrics_cfg, cache_dir=None, device=cfg.device, download=False)
-    fakes = generated_set(work / "generated" / "medsg" / _slug(target), target)
+    fakes = generated_set(work / "generated" / "medsg" / class_slug(target), target)
     real = real_images(data_cfg, "train", target, phantoms, metrics_cfg.batch_size)
     comparison = Comparison("medsg", target, "gpu-check", 0, work / "metrics.jsonl", ())
     records = evaluate_images(comparison, real, fakes, options, ("inception", "lpips"))
@@ -119,21 +122,16 @@ def smoke_pipeline(cfg: GpuCheckConfig, work: Path) -> dict[str, Any]:
     }
 
 
-def _slug(name: str) -> str:
-    from medsg_lib.files import class_slug
-
-    return class_slug(name)
+def _medsg_config(cfg: GpuCheckConfig, **changes: Any) -> TrainConfig:
+    """Med-StyleGAN2 at the check's size: the paper's widths, or the smoke profile's (quick)."""
+    profile = "paper" if cfg.paper_widths else "smoke"
+    return bench_config(
+        profile, "medsg", cfg.img_size, cfg.batch_size, cfg.paper_widths, channels=1, **changes
+    )
 
 
 def bench_variants(cfg: GpuCheckConfig) -> list[dict[str, Any]]:
     """``bench train`` of paper-width Med-StyleGAN2 in fp32/tf32, bf16, bf16+channels_last, +compile."""
-    from medsg_lib.bench.train import bench_train
-    from medsg_lib.profiles import get_profile
-
-    base = get_profile("paper" if cfg.paper_widths else "smoke").train_config("medsg")
-    base = replace(base, img_size=cfg.img_size, batch_size=cfg.batch_size, channels=1)
-    if cfg.paper_widths:
-        base = replace(base, net=type(base.net)())
     peak_bf16 = cfg.peak
     peak_tf32 = cfg.peak.replace("bf16", "tf32") if cfg.peak in PEAK_TFLOPS else cfg.peak
     variants = (
@@ -152,13 +150,11 @@ def bench_variants(cfg: GpuCheckConfig) -> list[dict[str, Any]]:
 
         def run(changes: dict[str, Any] = changes, peak: str = peak, warmup: int = warmup) -> dict[str, Any]:
             result = bench_train(
-                replace(base, **changes), cfg.device, steps=cfg.bench_steps, warmup=warmup, peak=peak
+                _medsg_config(cfg, **changes), cfg.device, steps=cfg.bench_steps, warmup=warmup, peak=peak
             )
-            mfu = f", MFU {result['mfu']:.1%}" if result["mfu"] is not None else ""
             return {
                 "images_per_s": round(result["images_per_s"], 2),
-                "result": f"{result['s_per_iter']:.3g} s/iter, {result['achieved_tflops']:.3g} TFLOP/s{mfu}, "
-                f"peak {result['peak_memory_mb']:.0f} MB",
+                "result": f"{bench_summary(result)}, peak {result['peak_memory_mb']:.0f} MB",
                 "bench": result,
             }
 
@@ -170,12 +166,8 @@ def generation_speed(cfg: GpuCheckConfig) -> dict[str, Any]:
     """Images per second of a paper-width Med-StyleGAN2 generator (random initialisation), batch 32."""
     from medsg_lib.devices import select_device
     from medsg_lib.families import get_family
-    from medsg_lib.profiles import get_profile
 
-    train_cfg = get_profile("paper" if cfg.paper_widths else "smoke").train_config("medsg")
-    train_cfg = replace(train_cfg, img_size=cfg.img_size, channels=1)
-    if cfg.paper_widths:
-        train_cfg = replace(train_cfg, net=type(train_cfg.net)())
+    train_cfg = _medsg_config(cfg)
     dev = select_device(cfg.device)
     nets = get_family("medsg").build(train_cfg)
     gen, mapping = nets["generator"].to(dev).eval(), nets["mapping_network"].to(dev).eval()

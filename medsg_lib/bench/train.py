@@ -22,6 +22,7 @@ from medsg_lib.data import SyntheticXrays
 from medsg_lib.devices import DistInfo, configure_backend, select_device
 from medsg_lib.families.base import TrainState
 from medsg_lib.models import count_parameters
+from medsg_lib.profiles import get_profile
 from medsg_lib.training import build_train_state, run_steps
 
 
@@ -41,8 +42,8 @@ def bench_train(
     (``ru_maxrss``, the whole process including Python and torch, so only comparable within one machine).
     ``num_threads`` sets torch's CPU threads for the benchmark (restored after); on a CPU shared with other
     processes, 1 thread can be many times faster than 2 for small models (OpenMP threads wait on each other).
-    FLOPs: one extra, untimed iteration of a separate eager state under ``FlopCounterMode`` (the model FLOPs do
-    not depend on compilation or memory format); ``peak`` (TFLOP/s, a datasheet name or ``"measured"``, see
+    FLOPs: one extra, untimed iteration of a separate eager state, counted with torch's FLOP formulas
+    (:func:`medsg_lib.bench.flops.count_flops`; the model FLOPs do not depend on compilation or memory format); ``peak`` (TFLOP/s, a datasheet name or ``"measured"``, see
     :func:`medsg_lib.bench.flops.peak_tflops`; measured after the backend and threads are set) gives the
     model-FLOP utilisation.
 
@@ -61,6 +62,28 @@ def bench_train(
         return _bench(cfg, device, steps, warmup, peak)
     finally:
         torch.set_num_threads(threads_before)
+
+
+def bench_config(
+    profile: str, model: str, img_size: int, batch_size: int, paper_widths: bool = False, **changes: Any
+) -> TrainConfig:
+    """The training config a benchmark times: ``profile``'s settings for ``model`` at ``img_size`` and
+    ``batch_size``, the paper's widths when ``paper_widths`` (a family config's defaults are the paper's), then
+    ``changes`` (e.g. ``amp``, ``channels_last``, ``compile``, ``channels``)."""
+    cfg = replace(get_profile(profile).train_config(model), img_size=img_size, batch_size=batch_size)
+    if paper_widths:
+        cfg = replace(cfg, net=type(cfg.net)())
+    return replace(cfg, **changes)
+
+
+def bench_summary(result: dict[str, Any]) -> str:
+    """One line of a :func:`bench_train` result: s/iteration, images/s, TFLOP per iteration, TFLOP/s, MFU."""
+    peak = result["peak_tflops"]
+    mfu = f", MFU {result['mfu']:.1%} of {peak:g}" if peak else " (MFU: pass --peak-tflops)"
+    return (
+        f"{result['s_per_iter']:.3g} s/iteration, {result['images_per_s']:.3g} images/s, "
+        f"{result['tflops_per_iter']:.3g} TFLOP/iteration, {result['achieved_tflops']:.3g} TFLOP/s{mfu}"
+    )
 
 
 def _steps(cfg: TrainConfig, dev: torch.device, num: int) -> tuple[TrainState, Iterator[Any]]:
