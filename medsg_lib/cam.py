@@ -26,12 +26,14 @@ from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
-from medsg_lib.config import CLASS_NAMES
+from medsg_lib.config import CLASS_NAMES, PhantomConfig
 from medsg_lib.data import load_image, load_mask, preprocess, to_tensor
+from medsg_lib.data.phantoms import render_split
 from medsg_lib.data.summary import pick_examples
 from medsg_lib.files import MANIFEST_NAME
 from medsg_lib.manifest import read_manifest
-from medsg_lib.models.classifier import target_layer
+from medsg_lib.models.classifier import stage_map_size, target_layer
+from medsg_lib.translation import predicted_classes, source_lung_mask_path
 
 _FLAT = 1e-12  # a map whose range is below this carries no location: it becomes all zeros
 
@@ -96,8 +98,8 @@ def compute_cams(
     if not cams.any():
         warnings.warn(
             "every Grad-CAM map is flat (all zeros): the layer's activation may be 1x1 at this image size "
-            f"({x.shape[-2]}x{x.shape[-1]}; layer4 of ResNet-18 is H/32), or no class evidence is positive; "
-            "try target_layer(model, 'layer3') or larger images",
+            f"({x.shape[-2]}x{x.shape[-1]}; ResNet-18's layer4 is H/32 with the ImageNet stem, H/8 with the fine "
+            "one), or no class evidence is positive; try target_layer(model, 'layer3'), stem='fine' or larger images",
             stacklevel=2,
         )
     return cams
@@ -182,7 +184,8 @@ def localisation_table(
     Returns one row per class present plus "all": ``source, class, n, n_flat`` (all-zero maps, which score 0
     everywhere: see :func:`compute_cams`), ``lung_area_fraction`` (the chance level
     of the energy share: a uniform map's score), ``lung_energy_share``, ``lung_pointing_hit_rate`` (means over
-    the images), ``n_infection`` (images with a non-empty infection mask), ``pointing_game_hit_rate`` and
+    the images), ``n_infection`` (images with a non-empty infection mask), ``lesion_area_fraction`` (the chance
+    level of the pointing game: a uniformly random point's hit rate), ``pointing_game_hit_rate`` and
     ``iou@{threshold}`` (means over those images; NaN when there is none).
     """
     cams = np.asarray(cams)
@@ -214,6 +217,7 @@ def localisation_table(
         with_lesion = [] if lesions is None else [i for i in idx if lesions[i].any()]
         row.update(
             n_infection=len(with_lesion),
+            lesion_area_fraction=_nanmean([float(lesions[i].mean()) for i in with_lesion]),
             pointing_game_hit_rate=_nanmean([float(pointing_hit(cams[i], lesions[i])) for i in with_lesion]),
             **{f"iou@{threshold}": _nanmean([cam_iou(cams[i], lesions[i], threshold) for i in with_lesion])},
         )
@@ -328,8 +332,7 @@ def _source_lung_mask(source_image: object, img_size: int) -> np.ndarray:
     or an all-False mask when there is none (then the lung metrics of that image are 0)."""
     if not isinstance(source_image, str) or not source_image:
         return np.zeros((img_size, img_size), bool)
-    path = Path(source_image)
-    mask = path.parent.parent / "lung masks" / path.name
+    mask = source_lung_mask_path(source_image)
     return load_mask(mask, img_size) if mask.is_file() else np.zeros((img_size, img_size), bool)
 
 
@@ -342,24 +345,75 @@ def cam_study(
     """Grad-CAM (explaining each image's own class) of every input set at every ``layer``, measured with
     :func:`localisation_table`, plus the centred-Gaussian baseline on the same images and masks.
 
-    Returns the table (columns ``layer``, ``source``, ``class``, ...) and the maps per ``(layer, source)``.
+    Returns the table (columns ``layer``, ``map_size`` (the layer's map before upsampling, e.g. ``16x16``;
+    the image size for the baseline), ``source``, ``class``, ...) and the maps per ``(layer, source)``.
     """
     tables, maps = [], {}
     for layer in layers:
         for source, inp in inputs.items():
             cams = compute_cams(model, inp.x, targets=inp.labels.tolist(), layer=target_layer(model, layer))
             maps[(layer, source)] = cams
+            side = stage_map_size(model, layer, inp.x.shape[-1])
             table = localisation_table(cams, inp.lung, inp.infection, inp.labels, source, threshold)
-            tables.append(table.assign(layer=layer))
+            tables.append(table.assign(layer=layer, map_size=f"{side}x{side}"))
     for source, inp in inputs.items():
         h, w = inp.x.shape[-2:]
         gauss = np.broadcast_to(gaussian_baseline(h, w), (len(inp), h, w))
         table = localisation_table(
             gauss, inp.lung, inp.infection, inp.labels, f"baseline: centred Gaussian ({source})"
         )
-        tables.append(table.assign(layer="-"))
+        tables.append(table.assign(layer="-", map_size=f"{h}x{w}"))
     table = pd.concat(tables, ignore_index=True)
-    return table[["layer", *[c for c in table.columns if c != "layer"]]], maps
+    return table[["layer", "map_size", *[c for c in table.columns if c not in ("layer", "map_size")]]], maps
+
+
+def lesion_removal_table(
+    model: nn.Module, phantoms: PhantomConfig, split: str, img_size: int
+) -> pd.DataFrame:
+    """Does ``model`` need the lesions? It classifies every phantom of ``split`` (e.g. ``"test"``) and its
+    lesion-free twin (same patient and acquisition, lesions left out: :func:`render_split`), both resized to
+    ``img_size``. One row per class: ``class``, ``n``, then the share of the images and of their twins it calls
+    each class. A classifier that reads the lesions calls the COVID-19 and Non-COVID twins Normal; the Normal
+    twins are the Normal images themselves."""
+    images, labels = render_split(phantoms, split.capitalize())
+    twins, _ = render_split(phantoms, split.capitalize(), lesions=False)
+    called = {
+        kind: np.array(predicted_classes(model, [preprocess(im, img_size) for im in arrays]))
+        for kind, arrays in (("images", images), ("twins", twins))
+    }
+    rows = []
+    for label, name in enumerate(CLASS_NAMES):
+        chosen = labels == label
+        row: dict[str, object] = {"class": name, "n": int(chosen.sum())}
+        for kind, names in called.items():
+            row.update({f"{kind} called {c}": float(np.mean(names[chosen] == c)) for c in CLASS_NAMES})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def describe(classifier_result: dict, table: pd.DataFrame, layer: str) -> str:
+    """One line on the classifier behind a CAM study (from :func:`~medsg_lib.classify.ensure_classifier`'s
+    result) and the map size at ``layer`` (from :func:`cam_study`'s table), for Figure 1's subtitle."""
+    sizes = sorted(set(table.loc[table["layer"] == layer, "map_size"]))
+    stem = classifier_result.get("stem", "imagenet")
+    return (
+        f"ResNet-18, {stem} stem, init {classifier_result.get('init')}, {classifier_result['split']} accuracy "
+        f"{classifier_result['accuracy']:.2f}; {layer} map {', '.join(sizes)} upsampled to "
+        f"{classifier_result['img_size']} px"
+    )
+
+
+def _fig1_rows(
+    inputs: dict[str, CamInputs], classes: Sequence[str], per_row: int
+) -> list[tuple[str, str, np.ndarray]]:
+    """(source, class, indices of its first ``per_row`` images) for each row of Figure 1 that has images."""
+    rows = []
+    for source, inp in inputs.items():
+        for name in classes:
+            idx = np.flatnonzero(inp.labels == CLASS_NAMES.index(name))[:per_row]
+            if idx.size:
+                rows.append((source, name, idx))
+    return rows
 
 
 def save_fig1(
@@ -369,23 +423,75 @@ def save_fig1(
     path: Path,
     classes: Sequence[str] = ("COVID-19", "Non-COVID"),
     per_row: int = 4,
+    description: str = "",
+    panel_inches: float = 1.9,
+    dpi: int = 110,
 ) -> Path:
-    """Figure 1: Grad-CAM overlays at ``layer``, one row per (source, class) for ``classes`` (the first
-    ``per_row`` images of each), lung outline in cyan. Writes ``path`` (PNG); returns it."""
-    images, cams, masks, titles = [], [], [], []
-    for source, inp in inputs.items():
-        for name in classes:
-            idx = np.flatnonzero(inp.labels == CLASS_NAMES.index(name))[:per_row]
-            for k, i in enumerate(idx):
-                images.append(inp.x[i, 0].numpy())
-                cams.append(maps[(layer, source)][i])
-                masks.append(inp.lung[i])
-                titles.append(f"{source}: {name}" if k == 0 else "")
-            for _ in range(per_row - len(idx)):  # keep rows aligned when a class has fewer images
-                images.append(np.full(inp.x.shape[-2:], -1.0, np.float32))
-                cams.append(np.zeros(inp.x.shape[-2:], np.float32))
-                masks.append(np.zeros(inp.x.shape[-2:], bool))
-                titles.append("")
-    return save_cam_figure(
-        np.stack(images), np.stack(cams), titles, path, masks=np.stack(masks), ncols=per_row
+    """Figure 1: Grad-CAM overlays at ``layer``, one row per (source, class) of ``classes`` (the first
+    ``per_row`` images of each), written as a PNG at ``path``; returns it.
+
+    Each row is labelled in full at its left. Each panel: the image in gray, the map (jet, the colour bar at the
+    right), the lung mask's outline (cyan; for a translation its source's) and the infection mask's (magenta,
+    where one exists), and under it the share of the map inside the lungs and, with an infection mask, whether
+    the map's maximum lies in it (the pointing game). A flat map (no positive evidence) is not drawn and the
+    panel says so. ``description`` (e.g. the classifier and map size) goes under the title.
+    """
+    rows = _fig1_rows(inputs, classes, per_row)
+    if not rows:
+        raise ValueError(f"no images of {list(classes)} in any source: nothing to draw")
+    label_inches = 1.7
+    width = label_inches + per_row * panel_inches + 0.9
+    height = 1.1 + len(rows) * (panel_inches + 0.25)
+    fig = plt.figure(figsize=(width, height))
+    grid = fig.add_gridspec(
+        len(rows),
+        per_row,
+        left=label_inches / width,
+        right=1 - 0.9 / width,
+        top=1 - 0.75 / height,
+        bottom=0.3 / height,
+        wspace=0.04,
+        hspace=0.28,
     )
+    artist = None
+    for r, (source, name, idx) in enumerate(rows):
+        inp, cams = inputs[source], maps[(layer, source)]
+        gray = _as_gray(inp.x[idx])
+        for c in range(per_row):
+            ax = fig.add_subplot(grid[r, c])
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c == 0:
+                label = f"{source}\n{name}".replace(" (", "\n(")  # "generated\n(Med-StyleGAN2)\n..."
+                ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9, labelpad=8)
+            if c >= idx.size:
+                ax.axis("off")
+                continue
+            i, cam_map = idx[c], cams[idx[c]]
+            ax.imshow(gray[c], cmap="gray", vmin=0, vmax=1)
+            lung, lesion = inp.lung[i], inp.infection[i]
+            if cam_map.max() > 0:
+                artist = ax.imshow(cam_map, cmap="jet", vmin=0, vmax=1, alpha=0.45)
+                caption = f"lung share {energy_inside(cam_map, lung):.2f}" if lung.any() else "no lung mask"
+                if lesion.any():
+                    caption += " · max in lesion" if pointing_hit(cam_map, lesion) else " · max off lesion"
+            else:
+                caption = "flat map: no positive evidence"
+                ax.text(0.5, 0.5, "flat", transform=ax.transAxes, ha="center", va="center", color="yellow")
+            if lung.any():
+                ax.contour(lung.astype(float), levels=[0.5], colors="cyan", linewidths=0.8)
+            if lesion.any():
+                ax.contour(lesion.astype(float), levels=[0.5], colors="magenta", linewidths=0.9)
+            ax.set_xlabel(caption, fontsize=7, labelpad=2)
+    if artist is not None:
+        bar_ax = fig.add_axes((1 - 0.75 / width, 0.15, 0.15 / width, 0.6))
+        fig.colorbar(artist, cax=bar_ax).set_label("Grad-CAM (each map scaled to [0, 1])", fontsize=8)
+    title = f"Figure 1 · Grad-CAM at {layer}; outlines: lungs (cyan; a translation's are its source's), infection (magenta)"
+    fig.suptitle(
+        f"{title}\n{description}" if description else title, fontsize=9, y=1 - 0.08 / height, va="top"
+    )
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path

@@ -87,22 +87,44 @@ def _plot_terms(ax: plt.Axes, log: Sequence[Mapping[str, float]], prefix: str, t
 
 
 def save_training_figure(
-    log: Sequence[Mapping[str, float]], sample_png: Path | None, path: Path, title: str
+    log: Sequence[Mapping[str, float]],
+    sample_png: Path | None,
+    path: Path,
+    title: str,
+    sample_scale: int = 2,
+    dpi: int = 100,
 ) -> plt.Figure:
-    """Discriminator and generator loss terms from a run's ``log.jsonl`` records (keys ``d_*`` and ``g_*``)
-    and the run's latest sample grid. Writes ``path``; returns the figure."""
-    fig, (ax_d, ax_g, ax_img) = plt.subplots(
-        1, 3, figsize=(15, 4.6), gridspec_kw={"width_ratios": [1, 1, 1.1]}
-    )
-    _plot_terms(ax_d, log, "d_", "discriminator loss terms")
-    _plot_terms(ax_g, log, "g_", "generator loss terms")
-    ax_img.axis("off")
+    """The run's latest fixed-input sample grid above, at ``sample_scale`` screen pixels per image pixel when the
+    PNG is opened at its natural size, and below it the discriminator and generator loss terms from the run's
+    ``log.jsonl`` records (keys ``d_*`` and ``g_*``). Writes ``path``; returns the figure."""
+    grid = None
     if sample_png is not None and Path(sample_png).exists():
-        ax_img.imshow(np.asarray(Image.open(sample_png).convert("L")), cmap="gray", vmin=0, vmax=255)
-        ax_img.set_title(f"fixed-input samples ({Path(sample_png).stem})", fontsize=9)
+        grid = np.asarray(Image.open(sample_png).convert("L"))
+    loss_inches, width = 3.4, 12.0
+    sample_inches = 0.0 if grid is None else sample_scale * grid.shape[0] / dpi
+    width = max(width, 0.0 if grid is None else sample_scale * grid.shape[1] / dpi + 0.4)
+    gap, top, bottom = 0.7, 0.7, 0.55  # inches: between the rows (titles), above (suptitle), below (x label)
+    height = top + sample_inches + gap + loss_inches + bottom
+    fig = plt.figure(figsize=(width, height))
+    rows = fig.add_gridspec(
+        2,
+        2,
+        height_ratios=[max(sample_inches, 1e-3), loss_inches],
+        hspace=gap / ((sample_inches + loss_inches) / 2),
+        top=1 - top / height,
+        bottom=bottom / height,
+        left=0.06,
+        right=0.98,
+    )
+    if grid is not None:
+        ax_img = fig.add_subplot(rows[0, :])
+        ax_img.imshow(grid, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+        ax_img.set_title(f"fixed-input samples ({Path(sample_png).stem})", fontsize=10)
+        ax_img.axis("off")
+    _plot_terms(fig.add_subplot(rows[1, 0]), log, "d_", "discriminator loss terms")
+    _plot_terms(fig.add_subplot(rows[1, 1]), log, "g_", "generator loss terms")
     fig.suptitle(title)
-    fig.tight_layout()
-    _save(fig, path)
+    _save(fig, path, dpi=dpi)
     return fig
 
 

@@ -12,8 +12,11 @@ from PIL import Image
 from torch import nn
 
 from medsg_lib.cam import (
+    CamInputs,
     cam_iou,
+    cam_study,
     compute_cams,
+    describe,
     energy_inside,
     gaussian_baseline,
     generated_cam_inputs,
@@ -21,6 +24,7 @@ from medsg_lib.cam import (
     normalise_cams,
     pointing_hit,
     save_cam_figure,
+    save_fig1,
 )
 from medsg_lib.manifest import GeneratedItem, item_file, manifest_rows, write_manifest
 from medsg_lib.models.classifier import build_classifier, target_layer
@@ -165,6 +169,7 @@ def test_localisation_table_per_class_and_baseline() -> None:
     assert covid["n"] == 2 and covid["lung_energy_share"] == 1.0 and covid["lung_pointing_hit_rate"] == 1.0
     assert covid["lung_area_fraction"] == pytest.approx(3 / 8)
     assert covid["n_infection"] == 1 and covid["pointing_game_hit_rate"] == 1.0 and covid["iou@0.5"] == 1.0
+    assert covid["lesion_area_fraction"] == pytest.approx(6 / 64)  # a random point's chance of a hit
     normal = table.set_index("class").loc["Normal"]
     assert (
         normal["n_infection"] == 0
@@ -239,3 +244,48 @@ def test_generated_cam_inputs_follow_the_manifest(tmp_path: Path) -> None:
         FileNotFoundError, match=r"no generated images listed in .*none/manifest\.csv: run notebook 03"
     ):
         generated_cam_inputs(tmp_path / "none", 16, per_class=1)
+
+
+# ----------------------------------------------------------------------------------------------------
+# the study and Figure 1
+
+
+def _study_inputs(n: int = 4, size: int = 64) -> dict[str, CamInputs]:
+    lung = np.zeros((n, size, size), bool)
+    lung[:, 16:48, 8:28] = True
+    lesion = np.zeros_like(lung)
+    lesion[: n // 2, 30:40, 12:20] = True
+    x = torch.rand(n, 1, size, size, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    return {"real": CamInputs(x, np.array([0, 1] * (n // 2)), lung, lesion)}
+
+
+@pytest.mark.filterwarnings("ignore:every Grad-CAM map is flat")  # an untrained stock net at 2x2
+@pytest.mark.parametrize(
+    ("stem", "sizes"),
+    [("imagenet", {"layer3": "4x4", "layer4": "2x2"}), ("fine", {"layer3": "16x16", "layer4": "8x8"})],
+)
+def test_cam_study_records_the_map_size_of_each_layer(stem: str, sizes: dict[str, str]) -> None:
+    torch.manual_seed(0)
+    table, maps = cam_study(build_classifier(stem=stem).eval(), _study_inputs())
+    assert list(table.columns[:2]) == ["layer", "map_size"]
+    for layer, size in sizes.items():
+        assert set(table.loc[table["layer"] == layer, "map_size"]) == {size}
+        assert maps[(layer, "real")].shape == (4, 64, 64)
+    assert set(table.loc[table["layer"] == "-", "map_size"]) == {"64x64"}  # the baseline: image size
+    result = {"stem": stem, "init": "scratch", "split": "test", "accuracy": 0.5, "img_size": 64}
+    assert describe(result, table, "layer3") == (
+        f"ResNet-18, {stem} stem, init scratch, test accuracy 0.50; layer3 map {sizes['layer3']} upsampled to 64 px"
+    )
+
+
+def test_fig1_marks_flat_maps_and_is_legible_at_its_natural_size(tmp_path: Path) -> None:
+    inputs = _study_inputs()
+    maps = np.zeros((4, 64, 64), np.float32)
+    maps[0] = gaussian_baseline(64, 64)  # one real map, three flat ones
+    path = save_fig1(inputs, {("layer3", "real"): maps}, "layer3", tmp_path / "fig1.png", per_row=2, dpi=50)
+    with Image.open(path) as im:
+        width, height = im.size
+    # rows of two panels of 1.9 in plus the label column and colour bar, at 50 dpi: panels of ~95 pixels
+    assert width == int((1.7 + 2 * 1.9 + 0.9) * 50) and height == int((1.1 + 2 * (1.9 + 0.25)) * 50)
+    with pytest.raises(ValueError, match=r"no images of \['Normal'\] in any source"):
+        save_fig1(inputs, {("layer3", "real"): maps}, "layer3", tmp_path / "x.png", classes=("Normal",))

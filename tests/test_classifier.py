@@ -36,6 +36,7 @@ from medsg_lib.models.classifier import (
     build_classifier,
     classifier_features,
     find_imagenet_weights,
+    stage_map_size,
     target_layer,
 )
 from medsg_lib.plots import save_confusion_figure
@@ -92,6 +93,34 @@ def test_classifier_shapes(size: int) -> None:
     # the features are exactly what the head sees
     torch.testing.assert_close(model.fc(feats), model(x))
     assert target_layer(model) is model.layer4[-1]
+
+
+@pytest.mark.parametrize("stem", ["imagenet", "fine"])
+def test_stage_map_sizes_match_the_network(stem: str) -> None:
+    model = build_classifier(stem=stem).eval()
+    seen: dict[str, int] = {}
+    hooks = [
+        getattr(model, name)[-1].register_forward_hook(
+            lambda _m, _i, out, name=name: seen.__setitem__(name, out.shape[-1])
+        )
+        for name in ("layer1", "layer2", "layer3", "layer4")
+    ]
+    with torch.no_grad():
+        model(torch.zeros(1, 1, 64, 64))
+    for hook in hooks:
+        hook.remove()
+    assert seen == {name: stage_map_size(model, name, 64) for name in seen}
+    assert seen["layer3"] == (16 if stem == "fine" else 4)  # Figure 1 needs >= 16x16 at 64 px
+
+
+def test_the_fine_stem_takes_the_same_imagenet_weights(fake_imagenet: tuple[Path, dict]) -> None:
+    path, state = fake_imagenet
+    fine = build_classifier(in_channels=1, pretrained_path=path, stem="fine")
+    assert fine.conv1.stride == (1, 1) and isinstance(fine.maxpool, nn.Identity)
+    assert torch.equal(fine.conv1.weight, state["conv1.weight"].sum(dim=1, keepdim=True))
+    assert torch.equal(fine.layer4[1].conv2.weight, state["layer4.1.conv2.weight"])
+    with pytest.raises(ValueError, match="stem='coarse' is not supported; choose one of 'imagenet', 'fine'"):
+        build_classifier(stem="coarse")
 
 
 def test_conv1_is_the_sum_over_rgb_of_imagenet_weights(fake_imagenet: tuple[Path, dict]) -> None:
@@ -209,6 +238,15 @@ def test_best_val_epoch_is_saved_and_batchnorm_is_recalibrated(tmp_path: Path) -
     with torch.no_grad():
         h = model.conv1(train.x)  # (24, 64, 16, 16): bn1's input
     torch.testing.assert_close(model.bn1.running_mean, h.mean(dim=(0, 2, 3)), rtol=1e-4, atol=1e-5)
+
+
+def test_a_fine_stem_classifier_trains_and_loads_back_with_its_stem(tmp_path: Path) -> None:
+    ckpt = train_classifier(_tiny_cfg(epochs=1, stem="fine"), squares_dataset(2), tmp_path, progress=False)
+    model, info = load_classifier(ckpt)
+    assert info["config"].stem == "fine" and model.conv1.stride == (1, 1)
+    assert stage_map_size(model, "layer3", 32) == 8
+    with pytest.raises(ValueError, match="stem"):
+        ClassifierConfig(stem="coarse")
 
 
 def test_training_is_deterministic(tmp_path: Path) -> None:

@@ -12,7 +12,8 @@ A run directory holds::
 
 Modules: :mod:`~medsg_lib.classify.trainer` (:func:`train_classifier`), :mod:`~medsg_lib.classify.checkpoint`,
 :mod:`~medsg_lib.classify.evaluation` (metrics and predictions) and :mod:`~medsg_lib.classify.stage`
-(:func:`ensure_classifier`, the pipeline stage: train once, evaluate, write the results).
+(:func:`ensure_classifier`, the pipeline stage: train once, evaluate, write the results;
+:func:`ensure_cam_classifier`, Figure 1's).
 """
 
 from medsg_lib.classify.checkpoint import (
@@ -28,7 +29,7 @@ from medsg_lib.classify.evaluation import (
     evaluation_split,
     predict,
 )
-from medsg_lib.classify.stage import ensure_classifier
+from medsg_lib.classify.stage import ensure_cam_classifier, ensure_classifier
 from medsg_lib.classify.trainer import (
     AUGMENT_DESCRIPTION,
     augment_batch,
@@ -45,6 +46,7 @@ __all__ = [
     "augment_batch",
     "class_weights",
     "classification_metrics",
+    "ensure_cam_classifier",
     "ensure_classifier",
     "evaluate_classifier",
     "evaluation_split",

@@ -53,7 +53,9 @@ def load_classifier(path: Path, device: str | torch.device = "cpu") -> tuple[nn.
     """
     state = load_checkpoint(Path(path), "cpu", fmt=CLASSIFIER_FORMAT)
     cfg = from_jsonable(ClassifierConfig, state["config"])
-    model = build_classifier(cfg.arch, in_channels=state["in_channels"], num_classes=state["num_classes"])
+    model = build_classifier(
+        cfg.arch, in_channels=state["in_channels"], num_classes=state["num_classes"], stem=cfg.stem
+    )
     model.load_state_dict(state["model"])
     meta = {k: v for k, v in state.items() if k != "model"}
     meta["config"] = cfg

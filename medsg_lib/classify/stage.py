@@ -27,11 +27,12 @@ def ensure_classifier(
     results_dir: Path | None = None,
     figures_dir: Path | None = None,
     progress: bool = True,
+    name: str = "classifier",
 ) -> tuple[nn.Module, dict[str, Any]]:
     """The project's X-ray classifier: trained once on the training split of ``data_cfg`` (at ``cfg.img_size``)
     into ``run_dir`` and reused while ``run_dir/config.json`` holds the same config; evaluated on the held-out
-    split (:func:`evaluation_split`). Writes ``results_dir/classifier.json`` (accuracy, per-class recall, macro-F1,
-    confusion matrix, n per class, init) and ``figures_dir/fig_classifier_confusion.png`` when given.
+    split (:func:`evaluation_split`). Writes ``results_dir/<name>.json`` (accuracy, per-class recall, macro-F1,
+    confusion matrix, n per class, init, stem) and ``figures_dir/fig_<name>_confusion.png`` when given.
 
     Returns the model (eval mode) and that result dict.
     """
@@ -65,11 +66,38 @@ def ensure_classifier(
             "init": info.get("init"),
             "checkpoint": project_relative(ckpt),
             "img_size": cfg.img_size,
+            "stem": cfg.stem,
         }
     )
     if results_dir is not None:
-        write_json(Path(results_dir) / "classifier.json", result)
+        write_json(Path(results_dir) / f"{name}.json", result)
     if figures_dir is not None:
-        title = f"classifier on the {split} split (accuracy {result['accuracy']:.3f}, init {result['init']})"
-        save_confusion_figure(result, Path(figures_dir) / "fig_classifier_confusion.png", title=title)
+        title = f"{name} on the {split} split (accuracy {result['accuracy']:.3f}, init {result['init']})"
+        save_confusion_figure(result, Path(figures_dir) / f"fig_{name}_confusion.png", title=title)
     return model, result
+
+
+def ensure_cam_classifier(
+    cfg: ClassifierConfig | None,
+    main: tuple[nn.Module, dict[str, Any]],
+    data_cfg: DataConfig,
+    run_dir: Path,
+    *,
+    phantoms: PhantomConfig | None = None,
+    results_dir: Path | None = None,
+    progress: bool = True,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Figure 1's classifier: ``main`` (the project's classifier and its result) when ``cfg`` is None (a
+    profile whose main classifier's maps are fine enough), else :func:`ensure_classifier` with ``cfg`` in
+    ``run_dir``, its result written as ``results_dir/cam_classifier.json``."""
+    if cfg is None:
+        return main
+    return ensure_classifier(
+        cfg,
+        data_cfg,
+        run_dir,
+        phantoms=phantoms,
+        results_dir=results_dir,
+        progress=progress,
+        name="cam_classifier",
+    )

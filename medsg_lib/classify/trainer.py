@@ -222,7 +222,9 @@ def train_classifier(
     device = select_device(cfg.device)
 
     torch.manual_seed(cfg.seed)
-    model = build_classifier(cfg.arch, in_channels=in_channels, pretrained_path=weights_path).to(device)
+    model = build_classifier(
+        cfg.arch, in_channels=in_channels, pretrained_path=weights_path, stem=cfg.stem
+    ).to(device)
     # a last batch of one image breaks BatchNorm's batch statistics: drop it only then
     drop_last = len(train_set) % cfg.batch_size == 1
     loader = DataLoader(

@@ -47,11 +47,16 @@ class Phantom:
     infection_mask: np.ndarray  # (size, size) bool, lesions inside the lungs; all False for Normal
 
 
-def render_phantom(rng: np.random.Generator, label: int, size: int) -> Phantom:
+def render_phantom(rng: np.random.Generator, label: int, size: int, lesions: bool = True) -> Phantom:
     """Render one synthetic postero-anterior chest radiograph of class ``label`` (index into CLASS_NAMES).
 
     The random draws do not depend on ``size`` (only the film grain does), so one generator state gives the
     same patient at any resolution. Returns a :class:`Phantom`: ``(size, size)`` uint8 image, bool masks.
+
+    ``lesions=False`` renders the lesion-free twin: the same draws (the lesions are drawn, then left out), so
+    the same patient and acquisition with clear lungs and an empty infection mask. Every draw outside the
+    lesions ignores ``label``, so the twins of the three classes come from one distribution: no classifier can
+    tell them apart (the phantom control of ``tests/test_phantom_control.py``).
     """
     if label not in (_COVID, _NON_COVID, _NORMAL):
         raise ValueError(f"render_phantom: label={label!r} must be 0, 1 or 2 (an index into {CLASS_NAMES})")
@@ -130,15 +135,17 @@ def render_phantom(rng: np.random.Generator, label: int, size: int) -> Phantom:
     density -= rng.uniform(0.04, 0.12) * smoothstep(0.3, 0.6, bubble) * body
 
     # Lesions: density fades with the lung edge like the lung itself; the mask is the lesion within the lungs.
-    infection = np.zeros_like(x)
+    infection, lesion_density = np.zeros_like(x), np.zeros_like(x)
     if label == _COVID:
         infection = covid_lesions(rng, lungs, frame)
-        density += rng.uniform(0.2, 0.28) * infection * lung_soft
+        lesion_density = rng.uniform(0.2, 0.28) * infection * lung_soft
     elif label == _NON_COVID:
         solid, effusion = non_covid_lesions(rng, lungs, frame)
-        density += (rng.uniform(0.32, 0.42) * solid + rng.uniform(0.25, 0.35) * effusion) * lung_soft
+        lesion_density = (rng.uniform(0.32, 0.42) * solid + rng.uniform(0.25, 0.35) * effusion) * lung_soft
         infection = np.maximum(solid, effusion)
-    infection_mask = (infection > 0.02) & lung_mask
+    if lesions:
+        density += lesion_density
+    infection_mask = (infection > 0.02) & lung_mask & lesions
 
     # Acquisition: attenuation with a heel effect, exposure window, gamma, blur, mottle and film grain.
     heel = 1.0 + rng.uniform(-0.06, 0.06) * y + rng.uniform(-0.04, 0.04) * x

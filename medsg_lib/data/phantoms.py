@@ -74,6 +74,22 @@ def phantom_entries(cfg: PhantomConfig) -> Iterator[PhantomEntry]:
                 number += 1
 
 
+def render_split(
+    cfg: PhantomConfig, split: str, lesions: bool = True, progress: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """The phantoms of ``cfg``'s ``split`` in memory, without writing files: images ``(N, size, size)`` uint8
+    and labels ``(N,)`` int64, in writing order. ``lesions=False`` gives their lesion-free twins (same
+    patients and acquisitions, clear lungs; :func:`~medsg_lib.data.phantom_render.render_phantom`)."""
+    entries = [e for e in phantom_entries(cfg) if e.split == split]
+    if not entries:
+        raise ValueError(f"render_split: split={split!r} has no phantoms; choose one of {SPLITS}")
+    images = [
+        render_phantom(image_rng(cfg.seed, e.split, e.label, e.index), e.label, cfg.img_size, lesions).image
+        for e in tqdm(entries, desc=f"phantoms {split}", disable=not progress, unit="img")
+    ]
+    return np.stack(images), np.array([e.label for e in entries], dtype=np.int64)
+
+
 def _png_bytes(array: np.ndarray) -> bytes:
     """8-bit grayscale PNG of a (H, W) uint8 array, no metadata, fixed options: equal arrays, equal bytes."""
     buffer = io.BytesIO()

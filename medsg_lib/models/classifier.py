@@ -1,6 +1,11 @@
 """The three-class chest X-ray classifier: torchvision's ResNet-18 with a one-channel stem.
 
-Used for Figure 1 (Grad-CAM on ``layer4[-1]``), for the "domain" feature space of the metrics
+Two stems (:data:`STEMS`): ``"imagenet"`` is torchvision's (7x7 stride-2 conv, then a stride-2 max-pool: the
+stages run at H/4 .. H/32); ``"fine"`` keeps the same 7x7 conv at stride 1 and drops the max-pool, the usual
+change for small inputs, so every stage is 4x finer (``layer3`` 16x16 and ``layer4`` 8x8 at 64 px, against 4x4
+and 2x2) at about 16x the compute. The weights are the same tensors, so ImageNet initialisation works for both.
+
+Used for Figure 1 (Grad-CAM), for the "domain" feature space of the metrics
 (:func:`classifier_features`, 512-d penultimate features; distances there are *not* FID) and for the utility
 of synthetic data.
 
@@ -24,6 +29,12 @@ IMAGENET_RESNET18_FILE = "resnet18-f37072fd.pth"  # torchvision's ResNet18_Weigh
 IMAGENET_RESNET18_SHA256_PREFIX = "f37072fd"  # torchvision's file-name convention: sha256 prefix
 IMAGENET_RESNET18_URL = f"https://download.pytorch.org/models/{IMAGENET_RESNET18_FILE}"
 FEATURE_DIM = 512  # ResNet-18 penultimate width
+STEMS: tuple[str, ...] = ("imagenet", "fine")
+# down-sampling of each stage's output relative to the input, per stem
+STAGE_STRIDES: dict[str, dict[str, int]] = {
+    "imagenet": {"layer1": 4, "layer2": 8, "layer3": 16, "layer4": 32},
+    "fine": {"layer1": 1, "layer2": 2, "layer3": 4, "layer4": 8},
+}
 
 
 def find_imagenet_weights(path: Path | None = None) -> Path | None:
@@ -86,11 +97,13 @@ def build_classifier(
     in_channels: int = 1,
     num_classes: int = 3,
     pretrained_path: Path | None = None,
+    stem: str = "imagenet",
 ) -> ResNet:
     """torchvision ResNet-18 with a ``in_channels`` stem and a ``num_classes`` head (CPU, train mode).
 
-    Input ``(B, in_channels, H, W)`` in [-1, 1], any ``H, W >= 32`` (the network down-samples by 32 and pools
-    adaptively); output ``(B, num_classes)`` logits. With ``pretrained_path`` the ImageNet weights are loaded
+    Input ``(B, in_channels, H, W)`` in [-1, 1], any ``H, W >= 32`` (the network down-samples by 32, or by 8 with
+    ``stem="fine"``, and pools adaptively); output ``(B, num_classes)`` logits. ``stem``: one of :data:`STEMS`
+    (module docstring). With ``pretrained_path`` the ImageNet weights are loaded
     (strictly) and conv1 is adapted by :func:`adapt_conv1_weight`; the head is always freshly initialised, so
     seed torch before calling for reproducible weights.
     """
@@ -100,11 +113,16 @@ def build_classifier(
         raise ValueError(f"in_channels={in_channels!r} is not supported; choose 1 (grayscale) or 3 (RGB)")
     if num_classes < 2:
         raise ValueError(f"num_classes={num_classes!r} must be >= 2")
+    if stem not in STEMS:
+        raise ValueError(f"stem={stem!r} is not supported; choose one of {', '.join(map(repr, STEMS))}")
     model = resnet18(weights=None)
     if pretrained_path is not None:
         model.load_state_dict(_load_imagenet_state(pretrained_path))
     rgb_weight = model.conv1.weight.detach()
-    model.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+    stride = 2 if stem == "imagenet" else 1
+    model.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=stride, padding=3, bias=False)
+    if stem == "fine":
+        model.maxpool = nn.Identity()
     if pretrained_path is not None:
         with torch.no_grad():
             model.conv1.weight.copy_(adapt_conv1_weight(rgb_weight, in_channels))
@@ -123,10 +141,25 @@ def classifier_features(model: ResNet, x: torch.Tensor) -> torch.Tensor:
     return torch.flatten(model.avgpool(x), 1)
 
 
+def stem_of(model: ResNet) -> str:
+    """Which of :data:`STEMS` ``model`` was built with (read from its conv1 stride)."""
+    return "imagenet" if model.conv1.stride[0] == 2 else "fine"
+
+
+def stage_map_size(model: ResNet, name: str, img_size: int) -> int:
+    """Side in pixels of stage ``name``'s output map for ``img_size`` inputs (e.g. 4 for ``layer3`` at 64 px
+    with the ImageNet stem, 16 with the fine stem): the resolution of a Grad-CAM map before upsampling."""
+    strides = STAGE_STRIDES[stem_of(model)]
+    if name not in strides:
+        raise ValueError(f"name={name!r} is not a ResNet stage; choose one of 'layer1'..'layer4'")
+    return -(-img_size // strides[name])
+
+
 def target_layer(model: ResNet, name: str = "layer4") -> nn.Module:
     """The Grad-CAM layer: the last block of ``name`` (default ``layer4[-1]``, the usual choice).
 
-    ``layer4`` maps are H/32 x W/32 (2x2 at 64 px, 8x8 at 256 px); ``layer3`` is twice as fine (H/16).
+    With the ImageNet stem ``layer4`` maps are H/32 x W/32 (2x2 at 64 px, 8x8 at 256 px) and ``layer3`` is
+    H/16; the fine stem makes both 4x finer (:func:`stage_map_size`).
     """
     if name not in ("layer1", "layer2", "layer3", "layer4"):
         raise ValueError(f"name={name!r} is not a ResNet stage; choose one of 'layer1'..'layer4'")

@@ -1,0 +1,139 @@
+"""What Med-StyleGAN2's translations change (beyond the paper): for each translation, the mean gray value inside
+its source's lung mask before (the source) and after (the translation), and the class the X-ray classifier
+sees in it, grouped by target and source class, beside the same lung opacity of the real classes.
+
+A translation keeps its source's anatomy, so the source's lung mask is the translation's. If translations to
+COVID-19 added the class's lesions, their lung opacity would rise from a Normal source towards the real
+COVID-19 level and the classifier would call them COVID-19; if they kept a Non-COVID source's consolidation,
+the classifier would still call them Non-COVID.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from medsg_lib.classify import predict
+from medsg_lib.config import CLASS_NAMES
+from medsg_lib.data import load_image, load_mask, preprocess, to_tensor
+from medsg_lib.data.records import XrayRecord
+from medsg_lib.manifest import read_manifest
+
+LUNG_MASKS_DIR = "lung masks"  # beside "images" in the COVID-QU-Ex layout
+
+
+def source_lung_mask_path(source_image: str) -> Path:
+    """The lung mask of a COVID-QU-Ex-layout image: ``.../images/NAME`` -> ``.../lung masks/NAME``."""
+    path = Path(source_image)
+    return path.parent.parent / LUNG_MASKS_DIR / path.name
+
+
+def lung_mean(img_u8: np.ndarray, lung: np.ndarray) -> float:
+    """Mean gray value (0-255) of ``img_u8`` ``(H, W)`` inside the boolean ``lung`` mask; NaN when it is empty."""
+    return float(img_u8[lung].mean()) if lung.any() else float("nan")
+
+
+def predicted_classes(
+    model: nn.Module | None, images: Sequence[np.ndarray], batch_size: int = 64
+) -> list[str | None]:
+    """The classifier's class name for each uint8 ``(H, W)`` image (None for each without ``model``)."""
+    if model is None:
+        return [None] * len(images)
+    x = torch.stack([to_tensor(im) for im in images])
+    labels = [predict(model, x[i : i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)]
+    return [CLASS_NAMES[k] for k in torch.cat(labels).tolist()]
+
+
+def translation_rows(gen_dir: Path, img_size: int, model: nn.Module | None = None) -> pd.DataFrame:
+    """One row per translation of ``gen_dir`` (its ``manifest.csv``) whose source has a lung mask: ``class``
+    (target), ``source_class``, ``source_lung_mean``, ``translation_lung_mean`` (0-255, inside the source's
+    lung mask, both at ``img_size``), ``delta`` (after - before) and ``predicted`` (the classifier's class for
+    the translation; None without ``model``)."""
+    manifest = read_manifest(gen_dir)
+    manifest = manifest[manifest["source_image"].notna() & (manifest["source_image"].astype(str) != "")]
+    rows, translations = [], []
+    for rec in manifest.to_dict("records"):
+        mask_path = source_lung_mask_path(str(rec["source_image"]))
+        if not mask_path.is_file():
+            continue
+        lung = load_mask(mask_path, img_size)
+        source = preprocess(load_image(Path(rec["source_image"]), 1), img_size)
+        translated = preprocess(load_image(Path(gen_dir) / rec["file"], 1), img_size)
+        before, after = lung_mean(source, lung), lung_mean(translated, lung)
+        translations.append(translated)
+        rows.append(
+            {
+                "class": rec["class"],
+                "source_class": rec["source_class"],
+                "source_lung_mean": before,
+                "translation_lung_mean": after,
+                "delta": after - before,
+            }
+        )
+    if not rows:
+        raise FileNotFoundError(
+            f"no translation in {gen_dir}/manifest.csv has a source with a lung mask (COVID-QU-Ex layout: "
+            f"'.../images/NAME' beside '.../{LUNG_MASKS_DIR}/NAME'); nothing to measure"
+        )
+    return pd.DataFrame(rows).assign(predicted=predicted_classes(model, translations))
+
+
+def real_lung_means(
+    records: Sequence[XrayRecord], img_size: int, model: nn.Module | None = None
+) -> pd.DataFrame:
+    """One row per real image with a lung mask: ``class``, ``lung_mean`` (0-255 at ``img_size``), ``predicted``."""
+    rows, images = [], []
+    for rec in records:
+        if rec.lung_mask_path is None:
+            continue
+        img = preprocess(load_image(rec.image_path, 1), img_size)
+        rows.append(
+            {"class": rec.class_name, "lung_mean": lung_mean(img, load_mask(rec.lung_mask_path, img_size))}
+        )
+        images.append(img)
+    return pd.DataFrame(rows).assign(predicted=predicted_classes(model, images))
+
+
+def _shares(predicted: pd.Series) -> dict[str, float]:
+    if predicted.isna().all():
+        return {f"called {name}": float("nan") for name in CLASS_NAMES}
+    return {f"called {name}": float((predicted == name).mean()) for name in CLASS_NAMES}
+
+
+def translation_table(translations: pd.DataFrame, real: pd.DataFrame) -> pd.DataFrame:
+    """Per (target class, source class): n, the lung opacity of the sources and of the translations, its mean
+    change, and the share the classifier calls each class; then one row per real class (source "real")
+    with its lung opacity in the translation column, for comparison."""
+    rows = []
+    for (target, source), group in translations.groupby(["class", "source_class"], sort=True):
+        rows.append(
+            {
+                "class": target,
+                "source": f"translated from {source}",
+                "n": len(group),
+                "source_lung_mean": group["source_lung_mean"].mean(),
+                "lung_mean": group["translation_lung_mean"].mean(),
+                "delta": group["delta"].mean(),
+                **_shares(group["predicted"]),
+            }
+        )
+    for name, group in real.groupby("class", sort=True):
+        rows.append(
+            {
+                "class": name,
+                "source": "real",
+                "n": len(group),
+                "source_lung_mean": float("nan"),
+                "lung_mean": group["lung_mean"].mean(),
+                "delta": float("nan"),
+                **_shares(group["predicted"]),
+            }
+        )
+    order = {name: i for i, name in enumerate(CLASS_NAMES)}
+    table = pd.DataFrame(rows)
+    return table.sort_values(["class", "source"], key=lambda s: s.map(order) if s.name == "class" else s)
