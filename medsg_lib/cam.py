@@ -391,6 +391,58 @@ def lesion_removal_table(
     return pd.DataFrame(rows)
 
 
+class ContrastTarget:
+    """A Grad-CAM target: class ``label``'s logit minus class ``versus``'s (e.g. COVID-19 against Normal), so
+    evidence that raises both logits alike cancels. A diagnostic beside the paper's class-score maps."""
+
+    def __init__(self, label: int, versus: int) -> None:
+        self.label, self.versus = label, versus
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits[..., self.label] - logits[..., self.versus]
+
+
+def compute_contrast_cams(
+    model: nn.Module, x: torch.Tensor, labels: Sequence[int], versus: int, layer: nn.Module
+) -> np.ndarray:
+    """Grad-CAM maps ``(B, H, W)`` in [0, 1] of each image's class logit minus class ``versus``'s, at ``layer``
+    (:class:`ContrastTarget`); flat maps are all zeros (:func:`normalise_cams`)."""
+    was_training = model.training
+    try:
+        with GradCAM(model=model, target_layers=[layer]) as cam, torch.enable_grad():
+            maps = cam(
+                input_tensor=x.detach().float().requires_grad_(True),
+                targets=[ContrastTarget(int(t), versus) for t in labels],
+            )
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+    return normalise_cams(maps)
+
+
+def miss_locations(cams: np.ndarray, lung: np.ndarray, lesion: np.ndarray) -> dict[str, float]:
+    """Where the pointing game misses: over the images with a lesion, the hit rate, the share of maxima inside
+    the lungs, and the number, mean and standard deviation (row, column in pixels) of the maxima that fall
+    outside the lungs. A tight cluster of misses is one fixed anatomical place, not the patients' lesions."""
+    idx = [i for i in range(len(cams)) if lesion[i].any()]
+    peaks = [np.unravel_index(int(np.argmax(cams[i])), cams[i].shape) for i in idx]
+    outside = np.array([p for i, p in zip(idx, peaks, strict=True) if not lung[i][p]], dtype=float).reshape(
+        -1, 2
+    )
+    mean = outside.mean(axis=0) if len(outside) else np.full(2, np.nan)
+    std = outside.std(axis=0) if len(outside) else np.full(2, np.nan)
+    return {
+        "n": len(idx),
+        "pointing_game_hit_rate": _nanmean([float(lesion[i][p]) for i, p in zip(idx, peaks, strict=True)]),
+        "max_in_lung_rate": _nanmean([float(lung[i][p]) for i, p in zip(idx, peaks, strict=True)]),
+        "n_outside_lungs": len(outside),
+        "outside_row_mean": float(mean[0]),
+        "outside_col_mean": float(mean[1]),
+        "outside_row_std": float(std[0]),
+        "outside_col_std": float(std[1]),
+    }
+
+
 def describe(classifier_result: dict, table: pd.DataFrame, layer: str) -> str:
     """One line on the classifier behind a CAM study (from :func:`~medsg_lib.classify.ensure_classifier`'s
     result) and the map size at ``layer`` (from :func:`cam_study`'s table), for Figure 1's subtitle."""

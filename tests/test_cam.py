@@ -16,11 +16,13 @@ from medsg_lib.cam import (
     cam_iou,
     cam_study,
     compute_cams,
+    compute_contrast_cams,
     describe,
     energy_inside,
     gaussian_baseline,
     generated_cam_inputs,
     localisation_table,
+    miss_locations,
     normalise_cams,
     pointing_hit,
     save_cam_figure,
@@ -76,6 +78,36 @@ def test_gradcam_points_at_the_bright_square_on_a_non_square_image() -> None:
     # class 2 ignores the image: zero gradients, a flat map, returned as zeros (no NaN), with a warning
     with pytest.warns(UserWarning, match="every Grad-CAM map is flat"):
         assert (compute_cams(model, x, targets=[2, 2], layer=model[0]) == 0).all()
+
+
+def test_contrast_cams_cancel_evidence_shared_by_both_classes() -> None:
+    model = brightness_model().train()
+    with torch.no_grad():  # class 2 now also reads brightness, half as strongly as class 0
+        model[3].weight[2, 0] = 0.5
+    x = -torch.ones(1, 1, 16, 16)
+    x[0, :, 2:6, 3:9] = 1.0
+    against_dark = compute_contrast_cams(
+        model, x, [0], versus=1, layer=model[0]
+    )  # 1 - (-1): still brightness
+    assert against_dark[0, 2:6, 3:9].min() == 1 and against_dark[0, 10:, 10:].max() < 0.5
+    same = compute_contrast_cams(model, x, [0], versus=0, layer=model[0])  # a logit against itself: nothing
+    assert (same == 0).all() and model.training and all(p.grad is None for p in model.parameters())
+
+
+def test_miss_locations_cluster_the_maxima_outside_the_lungs() -> None:
+    lung = np.zeros((4, 8, 8), bool)
+    lung[:, :, :4] = True
+    lesion = np.zeros_like(lung)
+    lesion[:3, 1, 1] = True  # image 3 has no lesion: left out
+    cams = np.zeros((4, 8, 8), np.float32)
+    cams[0, 1, 1] = 1  # a hit
+    cams[1, 6, 6] = cams[2, 6, 7] = 1  # two misses outside the lungs, next to each other
+    cams[3, 0, 7] = 1
+    stats = miss_locations(cams, lung, lesion)
+    assert stats["n"] == 3 and stats["pointing_game_hit_rate"] == pytest.approx(1 / 3)
+    assert stats["max_in_lung_rate"] == pytest.approx(1 / 3) and stats["n_outside_lungs"] == 2
+    assert (stats["outside_row_mean"], stats["outside_col_mean"]) == (6.0, 6.5)
+    assert (stats["outside_row_std"], stats["outside_col_std"]) == (0.0, 0.5)
 
 
 def test_gradcam_on_the_classifier_has_image_size_and_unit_range() -> None:
