@@ -27,6 +27,12 @@ from medsg_lib.manifest import read_manifest
 LUNG_MASKS_DIR = "lung masks"  # beside "images" in the COVID-QU-Ex layout
 
 
+def has_lung_masks(layout: str) -> bool:
+    """Whether images of a data ``layout`` come with lung masks (COVID-QU-Ex and the phantoms; class-folder
+    sets do not, so their translations cannot be measured here)."""
+    return layout in ("phantoms", "covidqu")
+
+
 def source_lung_mask_path(source_image: str) -> Path:
     """The lung mask of a COVID-QU-Ex-layout image: ``.../images/NAME`` -> ``.../lung masks/NAME``."""
     path = Path(source_image)

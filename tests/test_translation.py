@@ -13,6 +13,7 @@ from torch import nn
 from medsg_lib.data.records import XrayRecord
 from medsg_lib.manifest import GeneratedItem, item_file, manifest_rows, write_manifest
 from medsg_lib.translation import (
+    has_lung_masks,
     lung_mean,
     real_lung_means,
     source_lung_mask_path,
@@ -105,3 +106,7 @@ def test_no_source_with_a_lung_mask_is_a_clear_error(tmp_path: Path) -> None:
         FileNotFoundError, match=r"no translation in .*gen/manifest\.csv has a source with a lung mask"
     ):
         translation_rows(tmp_path / "gen", SIZE)
+
+
+def test_only_layouts_with_lung_masks_are_measured() -> None:
+    assert has_lung_masks("phantoms") and has_lung_masks("covidqu") and not has_lung_masks("folders")
