@@ -28,12 +28,13 @@ from torch import nn
 
 from medsg_lib.config import CLASS_NAMES, PhantomConfig
 from medsg_lib.data import load_image, load_mask, preprocess, to_tensor
+from medsg_lib.data.covidqu import sibling_lung_mask
 from medsg_lib.data.phantoms import render_split
 from medsg_lib.data.summary import pick_examples
 from medsg_lib.files import MANIFEST_NAME
 from medsg_lib.manifest import read_manifest
-from medsg_lib.models.classifier import stage_map_size, target_layer
-from medsg_lib.translation import predicted_classes, source_lung_mask_path
+from medsg_lib.models.classifier import as_model_input, stage_map_size, target_layer
+from medsg_lib.translation import predicted_classes
 
 _FLAT = 1e-12  # a map whose range is below this carries no location: it becomes all zeros
 
@@ -60,6 +61,7 @@ def compute_cams(
     targets: Sequence[int] | None = None,
     layer: nn.Module | None = None,
     batch_size: int = 32,
+    versus: int | None = None,
 ) -> np.ndarray:
     """Grad-CAM maps ``(B, H, W)`` float32 in [0, 1] of ``x`` ``(B, C, H, W)`` in [-1, 1].
 
@@ -67,6 +69,8 @@ def compute_cams(
         targets: the class explained for each image (``B`` ints); None explains the predicted class.
         layer: the layer whose activations are weighted; default ``target_layer(model)`` (``layer4[-1]``,
             a H/32 x W/32 map, i.e. 2x2 at 64 px: coarse; ``target_layer(model, "layer3")`` is H/16).
+        versus: explain each target's logit minus class ``versus``'s (:class:`ContrastTarget`, a diagnostic:
+            evidence that raises both logits alike cancels) instead of the target's logit (the paper's maps).
 
     The maps are upsampled to ``H x W`` by grad-cam (bilinear) and normalised per image by
     :func:`normalise_cams` (flat maps are all zeros; a ``UserWarning`` when every map is flat). ``model`` is
@@ -84,11 +88,13 @@ def compute_cams(
         with GradCAM(model=model, target_layers=[layer]) as cam, torch.enable_grad():
             for start in range(0, x.shape[0], batch_size):
                 # an input that requires grad keeps the graph even for a frozen model
-                x_batch = x[start : start + batch_size].detach().to(device).float().requires_grad_(True)
+                x_batch = as_model_input(x[start : start + batch_size].detach().to(device).float(), model)
+                x_batch.requires_grad_(True)
                 batch_targets = None
                 if targets is not None:
                     batch_targets = [
-                        ClassifierOutputTarget(int(t)) for t in targets[start : start + batch_size]
+                        ClassifierOutputTarget(int(t)) if versus is None else ContrastTarget(int(t), versus)
+                        for t in targets[start : start + batch_size]
                     ]
                 maps.append(cam(input_tensor=x_batch, targets=batch_targets))
     finally:
@@ -332,8 +338,8 @@ def _source_lung_mask(source_image: object, img_size: int) -> np.ndarray:
     or an all-False mask when there is none (then the lung metrics of that image are 0)."""
     if not isinstance(source_image, str) or not source_image:
         return np.zeros((img_size, img_size), bool)
-    mask = source_lung_mask_path(source_image)
-    return load_mask(mask, img_size) if mask.is_file() else np.zeros((img_size, img_size), bool)
+    mask = sibling_lung_mask(Path(source_image))
+    return load_mask(mask, img_size) if mask is not None else np.zeros((img_size, img_size), bool)
 
 
 def cam_study(
@@ -402,39 +408,22 @@ class ContrastTarget:
         return logits[..., self.label] - logits[..., self.versus]
 
 
-def compute_contrast_cams(
-    model: nn.Module, x: torch.Tensor, labels: Sequence[int], versus: int, layer: nn.Module
-) -> np.ndarray:
-    """Grad-CAM maps ``(B, H, W)`` in [0, 1] of each image's class logit minus class ``versus``'s, at ``layer``
-    (:class:`ContrastTarget`); flat maps are all zeros (:func:`normalise_cams`)."""
-    was_training = model.training
-    try:
-        with GradCAM(model=model, target_layers=[layer]) as cam, torch.enable_grad():
-            maps = cam(
-                input_tensor=x.detach().float().requires_grad_(True),
-                targets=[ContrastTarget(int(t), versus) for t in labels],
-            )
-    finally:
-        model.zero_grad(set_to_none=True)
-        model.train(was_training)
-    return normalise_cams(maps)
-
-
 def miss_locations(cams: np.ndarray, lung: np.ndarray, lesion: np.ndarray) -> dict[str, float]:
-    """Where the pointing game misses: over the images with a lesion, the hit rate, the share of maxima inside
-    the lungs, and the number, mean and standard deviation (row, column in pixels) of the maxima that fall
-    outside the lungs. A tight cluster of misses is one fixed anatomical place, not the patients' lesions."""
-    idx = [i for i in range(len(cams)) if lesion[i].any()]
+    """Where the pointing game misses: over the images with a lesion whose map is not flat, the hit rate, the
+    share of maxima inside the lungs, and the number, mean and standard deviation (row, column in pixels) of the
+    maxima outside the lungs. A tight cluster of misses is one fixed anatomical place, not the patients'
+    lesions. Flat maps (no maximum) are counted in ``n_flat`` and left out."""
+    with_lesion = [i for i in range(len(cams)) if lesion[i].any()]
+    idx = [i for i in with_lesion if cams[i].max() > 0]
     peaks = [np.unravel_index(int(np.argmax(cams[i])), cams[i].shape) for i in idx]
-    outside = np.array([p for i, p in zip(idx, peaks, strict=True) if not lung[i][p]], dtype=float).reshape(
-        -1, 2
-    )
-    mean = outside.mean(axis=0) if len(outside) else np.full(2, np.nan)
-    std = outside.std(axis=0) if len(outside) else np.full(2, np.nan)
+    outside = np.array([p for i, p in zip(idx, peaks, strict=True) if not lung[i][p]], dtype=float)
+    outside = outside.reshape(-1, 2)
+    mean, std = (outside.mean(axis=0), outside.std(axis=0)) if len(outside) else (np.full(2, np.nan),) * 2
     return {
         "n": len(idx),
-        "pointing_game_hit_rate": _nanmean([float(lesion[i][p]) for i, p in zip(idx, peaks, strict=True)]),
-        "max_in_lung_rate": _nanmean([float(lung[i][p]) for i, p in zip(idx, peaks, strict=True)]),
+        "n_flat": len(with_lesion) - len(idx),
+        "pointing_game_hit_rate": _nanmean([float(pointing_hit(cams[i], lesion[i])) for i in idx]),
+        "max_in_lung_rate": _nanmean([float(pointing_hit(cams[i], lung[i])) for i in idx]),
         "n_outside_lungs": len(outside),
         "outside_row_mean": float(mean[0]),
         "outside_col_mean": float(mean[1]),
@@ -453,6 +442,17 @@ def describe(classifier_result: dict, table: pd.DataFrame, layer: str) -> str:
         f"{classifier_result['accuracy']:.2f}; {layer} map {', '.join(sizes)} upsampled to "
         f"{classifier_result['img_size']} px"
     )
+
+
+def panel_caption(cam_map: np.ndarray, lung: np.ndarray, lesion: np.ndarray) -> str:
+    """What Figure 1 writes under a panel: the map's share inside the lungs and, with a lesion mask, whether
+    its maximum is on the lesion; a flat map says that it shows no positive evidence."""
+    if cam_map.max() <= 0:
+        return "flat map: no positive evidence"
+    caption = f"lung share {energy_inside(cam_map, lung):.2f}" if lung.any() else "no lung mask"
+    if lesion.any():
+        caption += " · max in lesion" if pointing_hit(cam_map, lesion) else " · max off lesion"
+    return caption
 
 
 def _fig1_rows(
@@ -524,12 +524,9 @@ def save_fig1(
             lung, lesion = inp.lung[i], inp.infection[i]
             if cam_map.max() > 0:
                 artist = ax.imshow(cam_map, cmap="jet", vmin=0, vmax=1, alpha=0.45)
-                caption = f"lung share {energy_inside(cam_map, lung):.2f}" if lung.any() else "no lung mask"
-                if lesion.any():
-                    caption += " · max in lesion" if pointing_hit(cam_map, lesion) else " · max off lesion"
             else:
-                caption = "flat map: no positive evidence"
                 ax.text(0.5, 0.5, "flat", transform=ax.transAxes, ha="center", va="center", color="yellow")
+            caption = panel_caption(cam_map, lung, lesion)
             if lung.any():
                 ax.contour(lung.astype(float), levels=[0.5], colors="cyan", linewidths=0.8)
             if lesion.any():

@@ -102,7 +102,8 @@ def save_training_figure(
         grid = np.asarray(Image.open(sample_png).convert("L"))
     loss_inches, width = 3.4, 12.0
     sample_inches = 0.0 if grid is None else sample_scale * grid.shape[0] / dpi
-    width = max(width, 0.0 if grid is None else sample_scale * grid.shape[1] / dpi + 0.4)
+    left, right = 0.7, 0.3  # inches of margin: the sample row spans the rest, at least the grid's width
+    width = max(width, 0.0 if grid is None else sample_scale * grid.shape[1] / dpi + left + right)
     gap, top, bottom = 0.7, 0.7, 0.55  # inches: between the rows (titles), above (suptitle), below (x label)
     height = top + sample_inches + gap + loss_inches + bottom
     fig = plt.figure(figsize=(width, height))
@@ -113,8 +114,8 @@ def save_training_figure(
         hspace=gap / ((sample_inches + loss_inches) / 2),
         top=1 - top / height,
         bottom=bottom / height,
-        left=0.06,
-        right=0.98,
+        left=left / width,
+        right=1 - right / width,
     )
     if grid is not None:
         ax_img = fig.add_subplot(rows[0, :])

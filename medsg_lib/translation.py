@@ -21,22 +21,16 @@ from torch import nn
 from medsg_lib.classify import predict
 from medsg_lib.config import CLASS_NAMES
 from medsg_lib.data import load_image, load_mask, preprocess, to_tensor
+from medsg_lib.data.covidqu import sibling_lung_mask
 from medsg_lib.data.records import XrayRecord
 from medsg_lib.manifest import read_manifest
-
-LUNG_MASKS_DIR = "lung masks"  # beside "images" in the COVID-QU-Ex layout
+from medsg_lib.models.classifier import as_model_input
 
 
 def has_lung_masks(layout: str) -> bool:
     """Whether images of a data ``layout`` come with lung masks (COVID-QU-Ex and the phantoms; class-folder
     sets do not, so their translations cannot be measured here)."""
     return layout in ("phantoms", "covidqu")
-
-
-def source_lung_mask_path(source_image: str) -> Path:
-    """The lung mask of a COVID-QU-Ex-layout image: ``.../images/NAME`` -> ``.../lung masks/NAME``."""
-    path = Path(source_image)
-    return path.parent.parent / LUNG_MASKS_DIR / path.name
 
 
 def lung_mean(img_u8: np.ndarray, lung: np.ndarray) -> float:
@@ -47,10 +41,11 @@ def lung_mean(img_u8: np.ndarray, lung: np.ndarray) -> float:
 def predicted_classes(
     model: nn.Module | None, images: Sequence[np.ndarray], batch_size: int = 64
 ) -> list[str | None]:
-    """The classifier's class name for each uint8 ``(H, W)`` image (None for each without ``model``)."""
-    if model is None:
+    """The classifier's class name for each uint8 ``(H, W)`` image (None for each without ``model``; gray
+    is repeated to a three-channel stem, :func:`~medsg_lib.models.classifier.as_model_input`)."""
+    if model is None or not len(images):
         return [None] * len(images)
-    x = torch.stack([to_tensor(im) for im in images])
+    x = as_model_input(torch.stack([to_tensor(im) for im in images]), model)
     labels = [predict(model, x[i : i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)]
     return [CLASS_NAMES[k] for k in torch.cat(labels).tolist()]
 
@@ -64,8 +59,8 @@ def translation_rows(gen_dir: Path, img_size: int, model: nn.Module | None = Non
     manifest = manifest[manifest["source_image"].notna() & (manifest["source_image"].astype(str) != "")]
     rows, translations = [], []
     for rec in manifest.to_dict("records"):
-        mask_path = source_lung_mask_path(str(rec["source_image"]))
-        if not mask_path.is_file():
+        mask_path = sibling_lung_mask(Path(str(rec["source_image"])))
+        if mask_path is None:
             continue
         lung = load_mask(mask_path, img_size)
         source = preprocess(load_image(Path(rec["source_image"]), 1), img_size)
@@ -84,7 +79,7 @@ def translation_rows(gen_dir: Path, img_size: int, model: nn.Module | None = Non
     if not rows:
         raise FileNotFoundError(
             f"no translation in {gen_dir}/manifest.csv has a source with a lung mask (COVID-QU-Ex layout: "
-            f"'.../images/NAME' beside '.../{LUNG_MASKS_DIR}/NAME'); nothing to measure"
+            "'.../images/NAME' beside '.../lung masks/NAME'); nothing to measure"
         )
     return pd.DataFrame(rows).assign(predicted=predicted_classes(model, translations))
 
@@ -92,7 +87,8 @@ def translation_rows(gen_dir: Path, img_size: int, model: nn.Module | None = Non
 def real_lung_means(
     records: Sequence[XrayRecord], img_size: int, model: nn.Module | None = None
 ) -> pd.DataFrame:
-    """One row per real image with a lung mask: ``class``, ``lung_mean`` (0-255 at ``img_size``), ``predicted``."""
+    """One row per real image with a lung mask: ``class``, ``lung_mean`` (0-255 at ``img_size``), ``predicted``
+    (no rows, but these columns, when no record has a lung mask)."""
     rows, images = [], []
     for rec in records:
         if rec.lung_mask_path is None:
@@ -102,7 +98,8 @@ def real_lung_means(
             {"class": rec.class_name, "lung_mean": lung_mean(img, load_mask(rec.lung_mask_path, img_size))}
         )
         images.append(img)
-    return pd.DataFrame(rows).assign(predicted=predicted_classes(model, images))
+    table = pd.DataFrame(rows, columns=["class", "lung_mean"])
+    return table.assign(predicted=predicted_classes(model, images))
 
 
 def _shares(predicted: pd.Series) -> dict[str, float]:

@@ -16,7 +16,6 @@ from medsg_lib.cam import (
     cam_iou,
     cam_study,
     compute_cams,
-    compute_contrast_cams,
     describe,
     energy_inside,
     gaussian_baseline,
@@ -24,6 +23,7 @@ from medsg_lib.cam import (
     localisation_table,
     miss_locations,
     normalise_cams,
+    panel_caption,
     pointing_hit,
     save_cam_figure,
     save_fig1,
@@ -86,12 +86,18 @@ def test_contrast_cams_cancel_evidence_shared_by_both_classes() -> None:
         model[3].weight[2, 0] = 0.5
     x = -torch.ones(1, 1, 16, 16)
     x[0, :, 2:6, 3:9] = 1.0
-    against_dark = compute_contrast_cams(
-        model, x, [0], versus=1, layer=model[0]
-    )  # 1 - (-1): still brightness
+    layer = model[0]
+    against_dark = compute_cams(model, x, [0], layer=layer, versus=1)  # 1 - (-1): still brightness
     assert against_dark[0, 2:6, 3:9].min() == 1 and against_dark[0, 10:, 10:].max() < 0.5
-    same = compute_contrast_cams(model, x, [0], versus=0, layer=model[0])  # a logit against itself: nothing
-    assert (same == 0).all() and model.training and all(p.grad is None for p in model.parameters())
+    # 1 - 0.5: the shared half cancels, brightness still wins (the map is scaled per image)
+    partly = compute_cams(model, x, [0], layer=layer, versus=2)
+    np.testing.assert_allclose(partly, against_dark, atol=1e-6)
+    # class 2 against class 0: 0.5 - 1 < 0, so brightness is negative evidence and the dark background lights up
+    reverse = compute_cams(model, x, [2], layer=layer, versus=0)
+    assert reverse[0, 2:6, 3:9].max() == 0 and reverse[0, 10:, 10:].min() == 1
+    with pytest.warns(UserWarning, match="every Grad-CAM map is flat"):  # a logit against itself: nothing
+        assert (compute_cams(model, x, [0], layer=layer, versus=0) == 0).all()
+    assert model.training and all(p.grad is None for p in model.parameters())
 
 
 def test_miss_locations_cluster_the_maxima_outside_the_lungs() -> None:
@@ -108,6 +114,24 @@ def test_miss_locations_cluster_the_maxima_outside_the_lungs() -> None:
     assert stats["max_in_lung_rate"] == pytest.approx(1 / 3) and stats["n_outside_lungs"] == 2
     assert (stats["outside_row_mean"], stats["outside_col_mean"]) == (6.0, 6.5)
     assert (stats["outside_row_std"], stats["outside_col_std"]) == (0.0, 0.5)
+    cams[1:3] = 0  # flat maps have no maximum: left out and counted, not a cluster at pixel (0, 0)
+    stats = miss_locations(cams, lung, lesion)
+    assert stats["n"] == 1 and stats["n_flat"] == 2 and stats["n_outside_lungs"] == 0
+    assert stats["pointing_game_hit_rate"] == 1.0 and np.isnan(stats["outside_row_mean"])
+
+
+def test_panel_captions_say_what_each_map_does() -> None:
+    lung = np.zeros((8, 8), bool)
+    lung[:, :4] = True
+    lesion = np.zeros_like(lung)
+    lesion[1, 1] = True
+    cam_map = np.zeros((8, 8), np.float32)
+    assert panel_caption(cam_map, lung, lesion) == "flat map: no positive evidence"
+    cam_map[1, 1] = 1.0
+    assert panel_caption(cam_map, lung, lesion) == "lung share 1.00 · max in lesion"
+    cam_map[5, 6] = 3.0
+    assert panel_caption(cam_map, lung, lesion) == "lung share 0.25 · max off lesion"
+    assert panel_caption(cam_map, np.zeros_like(lung), np.zeros_like(lung)) == "no lung mask"
 
 
 def test_gradcam_on_the_classifier_has_image_size_and_unit_range() -> None:

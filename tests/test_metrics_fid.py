@@ -61,6 +61,20 @@ def test_frechet_distance_equal_covariances_is_squared_mean_difference() -> None
     assert fid.frechet_distance(mu1, sigma, mu2, sigma) == pytest.approx(expected, rel=1e-9)
 
 
+def test_frechet_terms_split_a_shift_from_a_narrowing() -> None:
+    real = np.random.default_rng(0).standard_normal((400, 3))
+    shifted = fid.frechet_terms(real, real + np.array([3.0, 0.0, 4.0]))  # same spread, mean moved by 5
+    assert shifted["mean_term"] == pytest.approx(25.0) and shifted["cov_term"] == pytest.approx(0.0, abs=1e-6)
+    narrow = fid.frechet_terms(
+        real, 0.5 * (real - real.mean(axis=0)) + real.mean(axis=0)
+    )  # same mean, half sd
+    assert narrow["mean_term"] == pytest.approx(0.0, abs=1e-20)
+    assert narrow["trace_fake"] == pytest.approx(narrow["trace_real"] / 4)
+    # cov term of N(0, S) against N(0, S/4): tr(S) + tr(S)/4 - 2 tr(S/2) = tr(S)/4
+    assert narrow["cov_term"] == pytest.approx(narrow["trace_real"] / 4, rel=1e-6)
+    assert narrow["fd"] == pytest.approx(narrow["mean_term"] + narrow["cov_term"])
+
+
 def test_frechet_distance_shape_mismatch() -> None:
     with pytest.raises(ValueError, match=r"mean vectors differ in length: \(3,\) vs \(4,\)"):
         fid.frechet_distance(np.zeros(3), np.eye(3), np.zeros(4), np.eye(4))

@@ -10,13 +10,14 @@ import torch
 from helpers import write_png
 from torch import nn
 
+from medsg_lib.data.covidqu import sibling_lung_mask
 from medsg_lib.data.records import XrayRecord
 from medsg_lib.manifest import GeneratedItem, item_file, manifest_rows, write_manifest
 from medsg_lib.translation import (
     has_lung_masks,
     lung_mean,
+    predicted_classes,
     real_lung_means,
-    source_lung_mask_path,
     translation_rows,
     translation_table,
 )
@@ -63,12 +64,14 @@ def _generated(tmp_path: Path) -> Path:
     return gen
 
 
-def test_lung_mean_and_mask_path() -> None:
+def test_lung_mean_and_empty_inputs() -> None:
     img = np.arange(16, dtype=np.uint8).reshape(4, 4)
     mask = np.zeros((4, 4), bool)
     mask[0, :2] = True
     assert lung_mean(img, mask) == 0.5 and np.isnan(lung_mean(img, np.zeros_like(mask)))
-    assert source_lung_mask_path("/d/Test/Normal/images/a.png") == Path("/d/Test/Normal/lung masks/a.png")
+    assert predicted_classes(ConstantModel(0), []) == []
+    empty = real_lung_means([], SIZE, ConstantModel(0))
+    assert list(empty.columns) == ["class", "lung_mean", "predicted"] and empty.empty
 
 
 def test_translation_rows_measure_inside_the_source_lungs(tmp_path: Path) -> None:
@@ -84,7 +87,7 @@ def test_translation_rows_measure_inside_the_source_lungs(tmp_path: Path) -> Non
 def test_translation_table_groups_by_target_and_source_beside_the_real_classes(tmp_path: Path) -> None:
     rows = translation_rows(_generated(tmp_path), SIZE, ConstantModel(0))
     real_img = _source(tmp_path / "real" / "COVID-19", "r", 120)
-    record = XrayRecord(real_img, 0, "COVID-19", "test", source_lung_mask_path(str(real_img)))
+    record = XrayRecord(real_img, 0, "COVID-19", "test", sibling_lung_mask(real_img))
     real = real_lung_means([record], SIZE, ConstantModel(0))
     table = translation_table(rows, real).set_index(["class", "source"])
     from_normal = table.loc[("COVID-19", "translated from Normal")]
@@ -110,3 +113,18 @@ def test_no_source_with_a_lung_mask_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_only_layouts_with_lung_masks_are_measured() -> None:
     assert has_lung_masks("phantoms") and has_lung_masks("covidqu") and not has_lung_masks("folders")
+
+
+def test_a_three_channel_classifier_gets_the_gray_image_three_times() -> None:
+    class Rgb(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv1 = nn.Conv2d(3, 1, 1, bias=False)
+            with torch.no_grad():
+                self.conv1.weight.copy_(torch.tensor([1.0, 0.0, -1.0]).view(1, 3, 1, 1))  # R - B
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            v = self.conv1(x).mean(dim=(1, 2, 3))  # 0 for a gray image repeated
+            return torch.stack([v, v + 1, v], dim=1)
+
+    assert predicted_classes(Rgb(), [np.full((SIZE, SIZE), 200, np.uint8)]) == ["Non-COVID"]

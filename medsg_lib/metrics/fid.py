@@ -55,6 +55,23 @@ def frechet_distance(
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
 
 
+def frechet_terms(f_real: np.ndarray, f_fake: np.ndarray) -> dict[str, float]:
+    """The Fréchet distance of two feature sets ``(N, D)`` split into its mean term ``|mu_r - mu_f|^2`` and the
+    rest (the covariance term), with each set's covariance trace (its spread): is a set far because it is
+    shifted or because it is too narrow / too wide?"""
+    mu_r, mu_f = f_real.mean(axis=0), f_fake.mean(axis=0)
+    cov_r, cov_f = np.cov(f_real, rowvar=False), np.cov(f_fake, rowvar=False)
+    fd = frechet_distance(mu_r, cov_r, mu_f, cov_f)
+    mean_term = float(((mu_r - mu_f) ** 2).sum())
+    return {
+        "fd": fd,
+        "mean_term": mean_term,
+        "cov_term": fd - mean_term,
+        "trace_real": float(np.trace(np.atleast_2d(cov_r))),
+        "trace_fake": float(np.trace(np.atleast_2d(cov_f))),
+    }
+
+
 class RunningStats:
     """Streaming mean and covariance of feature vectors in float64 (Chan et al.'s pairwise update).
 

@@ -141,6 +141,14 @@ def classifier_features(model: ResNet, x: torch.Tensor) -> torch.Tensor:
     return torch.flatten(model.avgpool(x), 1)
 
 
+def as_model_input(x: torch.Tensor, model: nn.Module) -> torch.Tensor:
+    """``x`` ``(B, C, H, W)`` with its gray channel repeated when ``model``'s stem takes three channels and ``x``
+    has one (X-rays are gray: RGB copies of them are the gray image three times); otherwise ``x`` itself."""
+    conv1 = getattr(model, "conv1", None)
+    channels = conv1.in_channels if isinstance(conv1, nn.Conv2d) else x.shape[1]
+    return x.repeat(1, channels, 1, 1) if x.shape[1] == 1 and channels == 3 else x
+
+
 def stem_of(model: ResNet) -> str:
     """Which of :data:`STEMS` ``model`` was built with (read from its conv1 stride)."""
     return "imagenet" if model.conv1.stride[0] == 2 else "fine"

@@ -1,0 +1,27 @@
+"""Figure layouts that must stay legible: the training figure shows its samples at their natural size."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+from helpers import write_png
+
+from medsg_lib.plots import save_training_figure
+
+
+@pytest.mark.parametrize("shape", [(398, 266), (300, 1100)])  # a Med-StyleGAN2 grid; a wide paper-size grid
+def test_training_samples_are_drawn_at_two_screen_pixels_per_image_pixel(tmp_path: Path, shape) -> None:
+    grid = write_png(tmp_path / "step_0000010.png", np.full(shape, 128, np.uint8))
+    log = [{"step": s, "d_real": 1.0 / s, "g_adv": float(s)} for s in (10, 20, 30)]
+    fig = save_training_figure(log, grid, tmp_path / "fig.png", "run", sample_scale=2, dpi=100)
+    samples = fig.axes[0]
+    assert samples.get_title() == "fixed-input samples (step_0000010)"
+    box = samples.get_window_extent()  # after drawing: the image's own box (equal aspect)
+    assert box.width == pytest.approx(2 * shape[1], abs=2) and box.height == pytest.approx(
+        2 * shape[0], abs=2
+    )
+    assert [ax.get_title() for ax in fig.axes[1:]] == ["discriminator loss terms", "generator loss terms"]
+    plt.close(fig)
