@@ -28,7 +28,7 @@ from torch import nn
 
 from medsg_lib.config import CLASS_NAMES, PhantomConfig
 from medsg_lib.data import load_image, load_mask, preprocess, to_tensor
-from medsg_lib.data.covidqu import sibling_lung_mask
+from medsg_lib.data.covidqu import SPLIT_FOLDERS, sibling_lung_mask
 from medsg_lib.data.phantoms import render_split
 from medsg_lib.data.summary import pick_examples
 from medsg_lib.files import MANIFEST_NAME
@@ -241,52 +241,6 @@ def _as_gray(images: np.ndarray | torch.Tensor) -> np.ndarray:
     return np.clip((arr.astype(np.float32) + 1) / 2, 0, 1)
 
 
-def save_cam_figure(
-    images: np.ndarray | torch.Tensor,
-    cams: np.ndarray,
-    titles: Sequence[str],
-    path: Path,
-    masks: np.ndarray | None = None,
-    ncols: int | None = None,
-    panel_inches: float = 2.0,
-    dpi: int = 100,
-    alpha: float = 0.4,
-) -> Path:
-    """Grid of Grad-CAM overlays written as a PNG at ``path``; returns ``path``.
-
-    Each panel: the image (``(N, H, W)`` or ``(N, C, H, W)`` in [-1, 1]) in gray, the map ``(N, H, W)`` in
-    [0, 1] in jet with ``alpha``, the boolean lung mask ``(N, H, W)`` (optional) as a cyan outline, and its
-    title. ``ncols`` panels per row (default all in one row); the file is ``ncols * panel_inches * dpi``
-    pixels wide and ``nrows * panel_inches * dpi`` high.
-    """
-    gray = _as_gray(images)
-    cams = np.asarray(cams)
-    n = gray.shape[0]
-    if cams.shape != gray.shape or len(titles) != n:
-        raise ValueError(f"images {gray.shape}, cams {cams.shape} and {len(titles)} titles must agree")
-    if masks is not None and np.asarray(masks).shape != gray.shape:
-        raise ValueError(f"masks must have shape {gray.shape}; got {np.asarray(masks).shape}")
-    ncols = n if ncols is None else ncols
-    nrows = -(-n // ncols)
-    fig, axes = plt.subplots(
-        nrows, ncols, figsize=(ncols * panel_inches, nrows * panel_inches), squeeze=False
-    )
-    for ax in axes.ravel():
-        ax.axis("off")
-    for i, ax in enumerate(axes.ravel()[:n]):
-        ax.imshow(gray[i], cmap="gray", vmin=0, vmax=1)
-        ax.imshow(cams[i], cmap="jet", vmin=0, vmax=1, alpha=alpha)
-        if masks is not None and np.asarray(masks[i]).any():
-            ax.contour(np.asarray(masks[i], dtype=float), levels=[0.5], colors="cyan", linewidths=0.8)
-        ax.set_title(titles[i], fontsize=8)
-    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.9, wspace=0.05, hspace=0.2)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
-    return path
-
-
 # --- The Figure 1 study: real and generated images, measured against a map that cannot localise ----------------
 
 
@@ -381,8 +335,9 @@ def lesion_removal_table(
     ``img_size``. One row per class: ``class``, ``n``, then the share of the images and of their twins it calls
     each class. A classifier that reads the lesions calls the COVID-19 and Non-COVID twins Normal; the Normal
     twins are the Normal images themselves."""
-    images, labels = render_split(phantoms, split.capitalize())
-    twins, _ = render_split(phantoms, split.capitalize(), lesions=False)
+    folder = SPLIT_FOLDERS[split]  # "test" -> "Test", the COVID-QU-Ex (and phantom) folder name
+    images, labels = render_split(phantoms, folder)
+    twins, _ = render_split(phantoms, folder, lesions=False)
     called = {
         kind: np.array(predicted_classes(model, [preprocess(im, img_size) for im in arrays]))
         for kind, arrays in (("images", images), ("twins", twins))

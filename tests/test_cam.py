@@ -25,7 +25,6 @@ from medsg_lib.cam import (
     normalise_cams,
     panel_caption,
     pointing_hit,
-    save_cam_figure,
     save_fig1,
 )
 from medsg_lib.manifest import GeneratedItem, item_file, manifest_rows, write_manifest
@@ -249,27 +248,6 @@ def test_localisation_table_per_class_and_baseline() -> None:
     assert flat.loc["all", "n_flat"] == 3 and flat.loc["all", "lung_energy_share"] == 0.0
     with pytest.raises(ValueError, match=r"lung_masks must be a boolean array of shape \(3, 8, 8\)"):
         localisation_table(cams, lungs[:2], lesions, labels, source="real")
-
-
-# ----------------------------------------------------------------------------------------------------
-# figure
-
-
-def test_cam_figure_pixel_size(tmp_path: Path) -> None:
-    images = torch.rand(3, 1, 16, 16) * 2 - 1
-    cams = normalise_cams(np.random.default_rng(0).random((3, 16, 16)))
-    masks = np.zeros((3, 16, 16), bool)
-    masks[:, 4:12, 2:7] = True
-    path = save_cam_figure(images, cams, ["a", "b", "c"], tmp_path / "f" / "cams.png", masks=masks, dpi=50)
-    with Image.open(path) as im:
-        assert im.size == (300, 100)
-    path = save_cam_figure(
-        images, cams, ["a", "b", "c"], tmp_path / "grid.png", ncols=2, panel_inches=1.5, dpi=40
-    )
-    with Image.open(path) as im:
-        assert im.size == (120, 120)
-    with pytest.raises(ValueError, match="2 titles must agree"):
-        save_cam_figure(images, cams, ["a", "b"], tmp_path / "bad.png")
 
 
 # ----------------------------------------------------------------------------------------------------

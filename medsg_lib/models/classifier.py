@@ -29,12 +29,12 @@ IMAGENET_RESNET18_FILE = "resnet18-f37072fd.pth"  # torchvision's ResNet18_Weigh
 IMAGENET_RESNET18_SHA256_PREFIX = "f37072fd"  # torchvision's file-name convention: sha256 prefix
 IMAGENET_RESNET18_URL = f"https://download.pytorch.org/models/{IMAGENET_RESNET18_FILE}"
 FEATURE_DIM = 512  # ResNet-18 penultimate width
-STEMS: tuple[str, ...] = ("imagenet", "fine")
 # down-sampling of each stage's output relative to the input, per stem
 STAGE_STRIDES: dict[str, dict[str, int]] = {
     "imagenet": {"layer1": 4, "layer2": 8, "layer3": 16, "layer4": 32},
     "fine": {"layer1": 1, "layer2": 2, "layer3": 4, "layer4": 8},
 }
+STEMS: tuple[str, ...] = tuple(STAGE_STRIDES)
 
 
 def find_imagenet_weights(path: Path | None = None) -> Path | None:
