@@ -283,7 +283,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--batch-size", type=int, default=8)
     b.add_argument("--channels", type=int, default=1)
     b.add_argument("--device", default="cpu")
-    b.add_argument("--amp", default="off", choices=("off", "bf16"))
+    b.add_argument(
+        "--amp",
+        default="off",
+        choices=("off", "bf16", "auto"),
+        help="auto: bf16 where the device has bf16 units",
+    )
     b.add_argument("--channels-last", action="store_true")
     b.add_argument("--paper-widths", action="store_true", help="default (paper) widths whatever the profile")
     b.add_argument("--compile", action="store_true", help="torch.compile the family's compilable nets")

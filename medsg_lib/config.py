@@ -120,7 +120,9 @@ class TrainConfig:
     ckpt_every: int = 1000
     num_workers: int = 0
     device: str = "auto"  # auto | cpu | cuda | mps
-    amp: Literal["off", "bf16"] = "off"  # bf16 autocast (CUDA, or a CPU with bf16 units)
+    # bf16 autocast (CUDA, or a CPU with bf16 units); "auto": bf16 where the device has bf16 units, else off,
+    # resolved when a run starts and recorded resolved (medsg_lib.devices.resolve_amp)
+    amp: Literal["off", "bf16", "auto"] = "off"
     channels_last: bool = False
     compile: bool = False  # torch.compile the family's compilable nets (eager where unavailable)
 
@@ -139,7 +141,7 @@ class TrainConfig:
             )
         check_choice(self, "target_class", ("all", *CLASS_NAMES))
         check_choice(self, "channels", (1, 3))
-        check_choice(self, "amp", ("off", "bf16"))
+        check_choice(self, "amp", ("off", "bf16", "auto"))
         check_power_of_two(self, "img_size", 16, 512)
         check_positive(self, "batch_size", "iterations", "log_every", "sample_every", "ckpt_every")
         family.check_config(self)
@@ -195,9 +197,14 @@ class ClassifierConfig:
     init: Literal["auto", "imagenet", "scratch"] = "auto"
     augment: bool = True  # small affine (rotation +-5 deg, shift, scale) and brightness/contrast; never flips
     device: str = "auto"  # auto | cpu | cuda | mps
+    # training only (evaluation, features and Grad-CAM run in fp32 on contiguous tensors): bf16 autocast as in
+    # TrainConfig.amp ("auto" resolved at the start of training and recorded), NHWC tensors and weights
+    amp: Literal["off", "bf16", "auto"] = "off"
+    channels_last: bool = False
 
     def __post_init__(self) -> None:
         check_choice(self, "arch", ("resnet18",))
+        check_choice(self, "amp", ("off", "bf16", "auto"))
         check_choice(self, "stem", ("imagenet", "fine"))
         check_choice(self, "init", ("auto", "imagenet", "scratch"))
         check_power_of_two(self, "img_size", 16, 1024)

@@ -3,7 +3,8 @@
 - :func:`select_device` turns ``"auto" | "cpu" | "cuda" | "cuda:1" | "mps"`` into a ``torch.device``.
 - :func:`configure_backend` enables TF32 matmuls/convolutions and the cuDNN autotuner on CUDA (no-op
 elsewhere).
-- :func:`autocast` is a bf16 autocast context on CUDA or CPU when asked for, a no-op context otherwise.
+- :func:`autocast` is a bf16 autocast context on CUDA or CPU when asked for, a no-op context otherwise;
+  :func:`resolve_amp` turns ``amp="auto"`` into ``"bf16"`` where the device has bf16 units, else ``"off"``.
 - :func:`compile_module` compiles a module in place with ``torch.compile``, or says why it stays eager.
 - :class:`DistInfo`, :func:`init_distributed`, :func:`all_reduce_grads`, :func:`broadcast_state` and
   :func:`gather_fingerprints`: data parallelism by hand (see :func:`all_reduce_grads` for why not
@@ -64,21 +65,58 @@ def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManage
     """``torch.autocast`` to bfloat16 when ``amp == "bf16"`` on CUDA or CPU; else a no-op context.
 
     bf16 needs no loss scaling (fp32's exponent range). On a CPU it is fast only with bf16 units (AVX512-BF16
-    or AMX, :func:`cpu_has_bf16`); elsewhere it is emulated and slower than fp32. Every profile keeps
-    ``amp="off"``, so tests, CI and the embedded default stay fp32.
+    or AMX, :func:`cpu_has_bf16`); elsewhere it is emulated and slower than fp32. ``amp`` must be resolved
+    (:func:`resolve_amp`): ``"auto"`` is refused here so that no run records a precision it did not use.
     """
+    if amp not in AMP_RESOLVED:
+        raise ValueError(f"autocast takes amp={AMP_RESOLVED}, got {amp!r}; resolve 'auto' with resolve_amp")
     if amp == "bf16" and device.type in ("cuda", "cpu"):
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
-def cpu_has_bf16() -> bool:
-    """Whether this CPU has bf16 matrix units (AMX-BF16 or AVX512-BF16), as oneDNN sees it."""
-    check = getattr(torch.backends.mkldnn, "is_available", lambda: False)
-    if not check():
+AMP_CHOICES: tuple[str, ...] = ("off", "bf16", "auto")
+AMP_RESOLVED: tuple[str, ...] = ("off", "bf16")
+CPU_BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})  # /proc/cpuinfo names of x86 bf16 units
+
+
+def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
+    """The CPU's feature flags from ``/proc/cpuinfo`` (``cpuinfo``: its text; empty where unreadable)."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8") as f:
+                cpuinfo = f.read()
+        except OSError:
+            return frozenset()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags":
+            return frozenset(value.split())
+    return frozenset()
+
+
+def cpu_has_bf16(flags: frozenset[str] | None = None) -> bool:
+    """Whether this CPU has bf16 units (AMX-BF16 or AVX512-BF16) and oneDNN to use them.
+
+    Read from the CPU's flags (``flags``: given, for tests), not from
+    ``torch.ops.mkldnn._is_mkldnn_bf16_supported``, which also says yes on AVX-512 CPUs without bf16 units,
+    where oneDNN emulates bf16 and is slower than fp32. False where the flags are unreadable (not Linux).
+    """
+    if not getattr(torch.backends.mkldnn, "is_available", lambda: False)():
         return False
-    ops = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
-    return bool(ops()) if ops is not None else False
+    return bool((cpu_flags() if flags is None else flags) & CPU_BF16_FLAGS)
+
+
+def resolve_amp(amp: str, device: torch.device) -> str:
+    """The autocast precision a run uses: ``"auto"`` is ``"bf16"`` on a CUDA GPU that supports bf16 or a CPU
+    with bf16 units (:func:`cpu_has_bf16`), else ``"off"``; ``"off"`` and ``"bf16"`` stay as asked."""
+    if amp not in AMP_CHOICES:
+        raise ValueError(f"amp={amp!r} is not allowed; choose one of {', '.join(map(repr, AMP_CHOICES))}")
+    if amp != "auto":
+        return amp
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "off"
+    return "bf16" if device.type == "cpu" and cpu_has_bf16() else "off"
 
 
 def compile_module(module: nn.Module, device: torch.device) -> str:

@@ -19,7 +19,7 @@ from medsg_lib.bench.flops import count_flops, peak_tflops, utilisation
 from medsg_lib.bench.measure import cpu_name, peak_rss_mb, synchronize
 from medsg_lib.config import TrainConfig
 from medsg_lib.data import SyntheticXrays
-from medsg_lib.devices import DistInfo, configure_backend, select_device
+from medsg_lib.devices import DistInfo, configure_backend, resolve_amp, select_device
 from medsg_lib.families.base import TrainState
 from medsg_lib.models import count_parameters
 from medsg_lib.profiles import get_profile
@@ -110,8 +110,14 @@ def step_flops(cfg: TrainConfig, device: torch.device) -> int:
 def _bench(cfg: TrainConfig, device: str, steps: int, warmup: int, peak_name: str | None) -> dict[str, Any]:
     dev = select_device(device)
     configure_backend(dev)
+    cfg = replace(
+        cfg,
+        device=str(dev),
+        num_workers=0,
+        iterations=max(cfg.iterations, steps + warmup),
+        amp=resolve_amp(cfg.amp, dev),
+    )
     peak = peak_tflops(peak_name, dev, cfg.amp) if peak_name else None
-    cfg = replace(cfg, device=str(dev), num_workers=0, iterations=max(cfg.iterations, steps + warmup))
     flops = step_flops(cfg, dev)
     state, step_iter = _steps(cfg, dev, warmup + steps)
     for _ in range(warmup):

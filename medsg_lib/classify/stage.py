@@ -10,9 +10,10 @@ from torch import nn
 
 from medsg_lib.classify.checkpoint import CHECKPOINT_NAME, load_classifier
 from medsg_lib.classify.evaluation import evaluate_classifier, evaluation_split
-from medsg_lib.classify.trainer import train_classifier
+from medsg_lib.classify.trainer import resolved_config, train_classifier
 from medsg_lib.config import ClassifierConfig, DataConfig, PhantomConfig, to_jsonable
 from medsg_lib.data import build_dataset
+from medsg_lib.devices import select_device
 from medsg_lib.files import CONFIG_NAME, project_relative, read_json
 from medsg_lib.plots import save_confusion_figure
 from medsg_lib.report import write_json
@@ -32,10 +33,11 @@ def ensure_classifier(
     """The project's X-ray classifier: trained once on the training split of ``data_cfg`` (at ``cfg.img_size``)
     into ``run_dir`` and reused while ``run_dir/config.json`` holds the same config; evaluated on the held-out
     split (:func:`evaluation_split`). Writes ``results_dir/<name>.json`` (accuracy, per-class recall, macro-F1,
-    confusion matrix, n per class, init, stem) and ``figures_dir/fig_<name>_confusion.png`` when given.
+    confusion matrix, n per class, init, stem, training precision and layout) and ``figures_dir/fig_<name>_confusion.png`` when given.
 
     Returns the model (eval mode) and that result dict.
     """
+    cfg = resolved_config(cfg, select_device(cfg.device))  # amp="auto" as this machine would train it
     data_cfg = replace(data_cfg, img_size=cfg.img_size, faithful_augment=False)
     run_dir = Path(run_dir)
     ckpt = run_dir / CHECKPOINT_NAME
@@ -67,6 +69,8 @@ def ensure_classifier(
             "checkpoint": project_relative(ckpt),
             "img_size": cfg.img_size,
             "stem": cfg.stem,
+            "train_amp": cfg.amp,
+            "train_channels_last": cfg.channels_last,
         }
     )
     if results_dir is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from medsg_lib.classify.checkpoint import CHECKPOINT_NAME, save_classifier
 from medsg_lib.classify.evaluation import evaluate_classifier
 from medsg_lib.config import CLASS_NAMES, ClassifierConfig, to_jsonable
 from medsg_lib.data import dataset_labels
-from medsg_lib.devices import select_device
+from medsg_lib.devices import autocast, resolve_amp, select_device
 from medsg_lib.files import CONFIG_NAME, LOG_NAME, append_jsonl, write_json_atomic, write_text_atomic
 from medsg_lib.metrics.weights import MissingWeightsError
 from medsg_lib.models.classifier import build_classifier, find_imagenet_weights, is_published_imagenet_file
@@ -112,6 +113,12 @@ def augment_batch(
     return (x * contrast + brightness).clamp(-1, 1)
 
 
+def resolved_config(cfg: ClassifierConfig, device: torch.device) -> ClassifierConfig:
+    """``cfg`` with ``amp="auto"`` resolved for ``device`` (:func:`medsg_lib.devices.resolve_amp`): what a run
+    records, so that a run made in bf16 is not reused where fp32 would be chosen, and the other way round."""
+    return replace(cfg, amp=resolve_amp(cfg.amp, device))
+
+
 def _first_item_shape(dataset: Dataset) -> tuple[int, ...]:
     if len(dataset) == 0:
         raise ValueError("the training set is empty")
@@ -154,8 +161,14 @@ def _train_epoch(
     loss_fn: nn.Module,
     aug_gen: torch.Generator | None,
     bar: tqdm,
+    amp: str = "off",
+    memory_format: torch.memory_format = torch.contiguous_format,
 ) -> dict[str, float]:
-    """One pass over ``loader`` in train mode (augmenting when ``aug_gen`` is given); mean loss, accuracy."""
+    """One pass over ``loader`` in train mode (augmenting when ``aug_gen`` is given); mean loss, accuracy.
+
+    ``amp`` (resolved, :func:`medsg_lib.devices.resolve_amp`): autocast of the forward pass and the loss;
+    ``memory_format``: of the inputs (the model's weights already in it).
+    """
     model.train()
     device = next(model.parameters()).device
     t0 = time.perf_counter()
@@ -164,8 +177,9 @@ def _train_epoch(
         x, y = x.to(device), y.to(device)
         if aug_gen is not None:
             x = augment_batch(x, aug_gen)
-        logits = model(x)
-        loss = loss_fn(logits, y)
+        with autocast(device, amp):
+            logits = model(x.contiguous(memory_format=memory_format))
+            loss = loss_fn(logits, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -220,11 +234,13 @@ def train_classifier(
     weights = class_weights(labels)
     weights_path, init = resolve_init(cfg, pretrained_path)
     device = select_device(cfg.device)
+    cfg = resolved_config(cfg, device)
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
 
     torch.manual_seed(cfg.seed)
     model = build_classifier(
         cfg.arch, in_channels=in_channels, pretrained_path=weights_path, stem=cfg.stem
-    ).to(device)
+    ).to(device, memory_format=memory_format)
     # a last batch of one image breaks BatchNorm's batch statistics: drop it only then
     drop_last = len(train_set) % cfg.batch_size == 1
     loader = DataLoader(
@@ -249,7 +265,9 @@ def train_classifier(
     for epoch in range(1, cfg.epochs + 1):
         lr = optimizer.param_groups[0]["lr"]
         record: dict[str, Any] = {"epoch": epoch, "lr": lr}
-        record.update(_train_epoch(model, loader, optimizer, scheduler, loss_fn, aug_gen, bar))
+        record.update(
+            _train_epoch(model, loader, optimizer, scheduler, loss_fn, aug_gen, bar, cfg.amp, memory_format)
+        )
         update_bn(bn_loader, model, device=device)
         record["init"] = init
         if val_set is not None:
@@ -267,6 +285,7 @@ def train_classifier(
     if best is not None:
         selected_epoch = best[1]
         model.load_state_dict(best[2])
+    model.to(memory_format=torch.contiguous_format)  # saved and used downstream in the default layout
     return save_classifier(
         run_dir / CHECKPOINT_NAME,
         model,

@@ -15,6 +15,7 @@ have diverged (the fingerprints are stored in the checkpoint).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,13 @@ from tqdm.auto import tqdm
 
 from medsg_lib.checkpoint import checkpoint_path, latest_checkpoint, load_checkpoint, save_checkpoint
 from medsg_lib.config import DataConfig, PhantomConfig, TrainConfig
-from medsg_lib.devices import DistInfo, broadcast_state, configure_backend, init_distributed
+from medsg_lib.devices import (
+    DistInfo,
+    broadcast_state,
+    configure_backend,
+    init_distributed,
+    resolve_amp,
+)
 from medsg_lib.families import get_family
 from medsg_lib.families.base import StepContext, TrainState
 from medsg_lib.files import CONFIG_NAME, LOG_NAME, append_jsonl, write_json_atomic
@@ -130,8 +137,9 @@ def train(
         ValueError: config mismatch on resume; data that does not fit ``cfg``.
     """
     run_dir = Path(run_dir)
-    config = run_config(cfg, data_cfg)
     with init_distributed(cfg.device) as (info, device):
+        cfg = replace(cfg, amp=resolve_amp(cfg.amp, device))  # recorded as used ("auto" never is)
+        config = run_config(cfg, data_cfg)
         configure_backend(device)
         _prepare_run_dir(run_dir, config, resume, info)
         if dataset is None:
