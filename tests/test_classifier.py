@@ -20,13 +20,14 @@ from medsg_lib.classify import (
     augment_batch,
     class_weights,
     classification_metrics,
+    ensure_classifier,
     evaluate_classifier,
     load_classifier,
     predict,
     resolve_init,
     train_classifier,
 )
-from medsg_lib.config import ClassifierConfig
+from medsg_lib.config import ClassifierConfig, DataConfig
 from medsg_lib.data import LabelledImages
 from medsg_lib.files import LOG_NAME, read_jsonl
 from medsg_lib.metrics.weights import MissingWeightsError
@@ -339,3 +340,51 @@ def test_confusion_figure_pixel_size(tmp_path: Path) -> None:
     path = save_confusion_figure(result, tmp_path / "fig" / "confusion.png", figsize=(4.8, 4.0), dpi=50)
     with Image.open(path) as im:
         assert im.size == (240, 200)
+
+
+def test_bf16_channels_last_training_records_its_precision_and_saves_the_default_layout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from medsg_lib import devices
+
+    monkeypatch.setattr(devices, "cpu_has_bf16", lambda flags=None: True)
+    data, val = squares_dataset(4), squares_dataset(2, seed=1)
+    fp32 = train_classifier(_tiny_cfg(epochs=2), data, tmp_path / "fp32", val_set=val, progress=False)
+    cfg = _tiny_cfg(epochs=2, amp="auto", channels_last=True)
+    bf16 = train_classifier(cfg, data, tmp_path / "bf16", val_set=val, progress=False)
+    config = json.loads((tmp_path / "bf16" / "config.json").read_text())["classifier"]
+    assert config["amp"] == "bf16" and config["channels_last"] is True  # resolved, never "auto"
+    a, b = (torch.load(p, weights_only=True)["model"] for p in (fp32, bf16))
+    assert all(v.is_contiguous() for v in b.values())  # saved in the default layout
+    assert not torch.equal(a["fc.weight"], b["fc.weight"])  # autocast did change the arithmetic
+    log_a, log_b = (read_jsonl(tmp_path / n / LOG_NAME) for n in ("fp32", "bf16"))
+    # same data and seeds: the first epoch's loss is close; the bf16 run learns as the float32 one does
+    assert log_b[0]["loss"] == pytest.approx(log_a[0]["loss"], rel=0.05)
+    assert log_b[-1]["loss"] < 0.5 * log_b[0]["loss"] and log_a[-1]["loss"] < 0.5 * log_a[0]["loss"]
+
+
+def test_ensure_classifier_reuses_an_auto_run_on_the_same_machine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import medsg_lib.classify.stage as stage
+    from medsg_lib import devices
+
+    trained = []
+
+    def counting_train(*args, **kwargs):
+        trained.append(1)
+        return train_classifier(*args, **kwargs)
+
+    monkeypatch.setattr(stage, "train_classifier", counting_train)
+    monkeypatch.setattr(
+        stage, "build_dataset", lambda cfg, split, *a, **k: squares_dataset(2, seed=len(split))
+    )
+    monkeypatch.setattr(devices, "cpu_has_bf16", lambda flags=None: True)
+    cfg, data_cfg = _tiny_cfg(epochs=1, amp="auto"), DataConfig(img_size=32)
+    _, result = ensure_classifier(cfg, data_cfg, tmp_path, progress=False)
+    assert result["train_amp"] == "bf16" and len(trained) == 1
+    ensure_classifier(cfg, data_cfg, tmp_path, progress=False)
+    assert len(trained) == 1  # "auto" resolved the same way: reused
+    monkeypatch.setattr(devices, "cpu_has_bf16", lambda flags=None: False)
+    _, result = ensure_classifier(cfg, data_cfg, tmp_path, progress=False)
+    assert result["train_amp"] == "off" and len(trained) == 2  # a machine that would train in fp32 retrains

@@ -245,3 +245,65 @@ def test_gpu_check_runs_every_step_quickly_on_cpu(tmp_path: Path) -> None:
 def test_gpu_check_table_shows_failures() -> None:
     table = check_table([{"check": "bench", "seconds": 1.0, "error": "RuntimeError: boom"}])
     assert table.splitlines()[-1] == "| bench | 1.0 | - | FAILED: RuntimeError: boom |"
+
+
+# ---------------------------------------------------------------- amp="auto": bf16 where the device has bf16 units
+
+CPUINFO = (
+    "processor\t: 0\nvendor_id\t: GenuineIntel\nflags\t\t: fpu sse2 avx2 avx512f {extra}\nbogomips\t: 1\n"
+)
+
+
+def test_cpu_flags_are_read_from_cpuinfo_text() -> None:
+    from medsg_lib.devices import cpu_flags
+
+    assert cpu_flags(CPUINFO.format(extra="amx_bf16")) == {"fpu", "sse2", "avx2", "avx512f", "amx_bf16"}
+    assert cpu_flags("model name\t: no flags line\n") == frozenset()
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs a oneDNN build of torch")
+def test_bf16_units_are_amx_or_avx512_bf16_not_plain_avx512() -> None:
+    from medsg_lib.devices import cpu_flags, cpu_has_bf16
+
+    # oneDNN's own check (torch.ops.mkldnn._is_mkldnn_bf16_supported) says yes on plain AVX-512, where bf16 is
+    # emulated and slower than fp32: the flags decide
+    assert not cpu_has_bf16(cpu_flags(CPUINFO.format(extra="")))
+    assert cpu_has_bf16(cpu_flags(CPUINFO.format(extra="amx_bf16 amx_tile")))
+    assert cpu_has_bf16(cpu_flags(CPUINFO.format(extra="avx512_bf16")))
+
+
+def test_resolve_amp(monkeypatch: pytest.MonkeyPatch) -> None:
+    from medsg_lib import devices
+
+    assert devices.resolve_amp("off", CPU) == "off" and devices.resolve_amp("bf16", CPU) == "bf16"
+    monkeypatch.setattr(devices, "cpu_has_bf16", lambda flags=None: True)
+    assert devices.resolve_amp("auto", CPU) == "bf16"
+    monkeypatch.setattr(devices, "cpu_has_bf16", lambda flags=None: False)
+    assert devices.resolve_amp("auto", CPU) == "off"
+    assert devices.resolve_amp("auto", torch.device("meta")) == "off"
+    with pytest.raises(ValueError, match=r"^amp='fp16' is not allowed; choose one of 'off', 'bf16', 'auto'$"):
+        devices.resolve_amp("fp16", CPU)
+    with pytest.raises(ValueError, match=r"resolve 'auto' with resolve_amp"):
+        devices.autocast(CPU, "auto")
+
+
+@pytest.mark.parametrize("has_bf16", [True, False])
+def test_a_run_records_the_precision_it_used_not_auto(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, has_bf16: bool
+) -> None:
+    from medsg_lib import devices
+
+    monkeypatch.setattr(devices, "cpu_has_bf16", lambda flags=None: has_bf16)
+    data = SyntheticXrays(32, 1, num_per_class=4)
+
+    def run(iterations: int) -> Path:
+        cfg = tiny_cfg("dcgan", amp="auto", iterations=iterations)
+        return train(cfg, DataConfig(img_size=32), tmp_path, dataset=data, progress=False)
+
+    recorded = json.loads((run(2) / "config.json").read_text())["train"]["amp"]
+    assert recorded == ("bf16" if has_bf16 else "off")
+    run(3)  # the same "auto" resumes on the same machine; another machine's choice is a config change
+    monkeypatch.setattr(devices, "cpu_has_bf16", lambda flags=None: not has_bf16)
+    other = "off" if has_bf16 else "bf16"
+    with pytest.raises(ValueError, match=f"train.amp: '{recorded}' -> '{other}'"):
+        run(4)
