@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from medsg_lib.config import AMP_CHOICES
 from medsg_lib.families import FAMILIES
 from medsg_lib.profiles import PROFILE_NAMES, get_profile
 
@@ -286,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--amp",
         default="off",
-        choices=("off", "bf16", "auto"),
+        choices=AMP_CHOICES,
         help="auto: bf16 where the device has bf16 units",
     )
     b.add_argument("--channels-last", action="store_true")

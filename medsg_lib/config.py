@@ -19,6 +19,10 @@ CLASS_NAMES: tuple[str, ...] = ("COVID-19", "Non-COVID", "Normal")
 CLASS_SLUGS: tuple[str, ...] = ("covid", "non_covid", "normal")
 
 
+# autocast precisions: "auto" is bf16 where the device has bf16 units, else off (medsg_lib.devices.resolve_amp)
+AMP_CHOICES: tuple[str, ...] = ("off", "bf16", "auto")
+
+
 def check_choice(obj: object, name: str, allowed: tuple[Any, ...]) -> None:
     value = getattr(obj, name)
     if value not in allowed:
@@ -141,7 +145,7 @@ class TrainConfig:
             )
         check_choice(self, "target_class", ("all", *CLASS_NAMES))
         check_choice(self, "channels", (1, 3))
-        check_choice(self, "amp", ("off", "bf16", "auto"))
+        check_choice(self, "amp", AMP_CHOICES)
         check_power_of_two(self, "img_size", 16, 512)
         check_positive(self, "batch_size", "iterations", "log_every", "sample_every", "ckpt_every")
         family.check_config(self)
@@ -204,7 +208,7 @@ class ClassifierConfig:
 
     def __post_init__(self) -> None:
         check_choice(self, "arch", ("resnet18",))
-        check_choice(self, "amp", ("off", "bf16", "auto"))
+        check_choice(self, "amp", AMP_CHOICES)
         check_choice(self, "stem", ("imagenet", "fine"))
         check_choice(self, "init", ("auto", "imagenet", "scratch"))
         check_power_of_two(self, "img_size", 16, 1024)

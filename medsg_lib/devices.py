@@ -23,6 +23,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from medsg_lib.config import AMP_CHOICES
+
 
 def select_device(name: str) -> torch.device:
     """The torch device for ``name``: ``"auto"`` picks CUDA, then MPS, then CPU.
@@ -75,7 +77,6 @@ def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManage
     return contextlib.nullcontext()
 
 
-AMP_CHOICES: tuple[str, ...] = ("off", "bf16", "auto")
 AMP_RESOLVED: tuple[str, ...] = ("off", "bf16")
 CPU_BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})  # /proc/cpuinfo names of x86 bf16 units
 

@@ -46,9 +46,12 @@ def tensors(tree, prefix: str = "") -> dict[str, torch.Tensor]:
     return {}
 
 
-@pytest.mark.parametrize("model", ["medsg", "dcgan"])
-def test_resumed_run_equals_uninterrupted_run(tmp_path: Path, model: str) -> None:
-    cfg = tiny_cfg(model)
+# bf16: the cpu profile's training on a CPU with bf16 units (amp="auto")
+@pytest.mark.parametrize(
+    ("model", "amp"), [("medsg", "off"), ("dcgan", "off"), ("medsg", "bf16"), ("dcgan", "bf16")]
+)
+def test_resumed_run_equals_uninterrupted_run(tmp_path: Path, model: str, amp: str) -> None:
+    cfg = tiny_cfg(model, amp=amp)
     train(cfg, DATA, tmp_path / "a", dataset=dataset(), progress=False)
     train(cfg, DATA, tmp_path / "b", dataset=dataset(), progress=False, stop_at=2)
     assert sorted(p.name for p in (tmp_path / "b" / "checkpoints").iterdir()) == ["step_0000002.pt"]

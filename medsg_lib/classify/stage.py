@@ -33,7 +33,9 @@ def ensure_classifier(
     """The project's X-ray classifier: trained once on the training split of ``data_cfg`` (at ``cfg.img_size``)
     into ``run_dir`` and reused while ``run_dir/config.json`` holds the same config; evaluated on the held-out
     split (:func:`evaluation_split`). Writes ``results_dir/<name>.json`` (accuracy, per-class recall, macro-F1,
-    confusion matrix, n per class, init, stem, training precision and layout) and ``figures_dir/fig_<name>_confusion.png`` when given.
+    confusion matrix, n per class, init, stem, training precision and layout) and
+    ``figures_dir/fig_<name>_confusion.png`` when given. ``cfg.amp="auto"`` is resolved for this machine first,
+    so a run trained in another precision is retrained rather than reused.
 
     Returns the model (eval mode) and that result dict.
     """
