@@ -10,7 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from medsg_lib.config import AMP_CHOICES
+from medsg_lib.config import AMP_CHOICES, TrainConfig
 from medsg_lib.families import FAMILIES
 from medsg_lib.profiles import PROFILE_NAMES, get_profile
 
@@ -125,23 +125,31 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_bench(args: argparse.Namespace) -> int:
-    import json
+def bench_train_config(args: argparse.Namespace) -> TrainConfig:
+    """The ``TrainConfig`` that ``bench train`` times: the profile's, with the flags given (``--amp`` and
+    ``--channels-last`` left out keep the profile's own setting)."""
+    from medsg_lib.bench import bench_config
 
-    from medsg_lib.bench import bench_config, bench_summary, bench_train
-    from medsg_lib.files import append_jsonl
-
-    cfg = bench_config(
+    given = {"amp": args.amp, "channels_last": args.channels_last}
+    return bench_config(
         args.profile,
         args.model,
         args.img_size,
         args.batch_size,
         args.paper_widths,
-        amp=args.amp,
-        channels_last=args.channels_last,
         channels=args.channels,
         compile=args.compile,
+        **{k: v for k, v in given.items() if v is not None},
     )
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    import json
+
+    from medsg_lib.bench import bench_summary, bench_train
+    from medsg_lib.files import append_jsonl
+
+    cfg = bench_train_config(args)
     result = bench_train(
         cfg,
         args.device,
@@ -286,11 +294,16 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--device", default="cpu")
     b.add_argument(
         "--amp",
-        default="off",
+        default=None,
         choices=AMP_CHOICES,
-        help="auto: bf16 where the device has bf16 units",
+        help="autocast precision (auto: bf16 where the device has bf16 units); default: the profile's",
     )
-    b.add_argument("--channels-last", action="store_true")
+    b.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="NHWC tensors and weights; default: the profile's",
+    )
     b.add_argument("--paper-widths", action="store_true", help="default (paper) widths whatever the profile")
     b.add_argument("--compile", action="store_true", help="torch.compile the family's compilable nets")
     b.add_argument(

@@ -109,14 +109,15 @@ def cpu_has_bf16(flags: frozenset[str] | None = None) -> bool:
 
 
 def resolve_amp(amp: str, device: torch.device) -> str:
-    """The autocast precision a run uses: ``"auto"`` is ``"bf16"`` on a CUDA GPU that supports bf16 or a CPU
-    with bf16 units (:func:`cpu_has_bf16`), else ``"off"``; ``"off"`` and ``"bf16"`` stay as asked."""
+    """The autocast precision a run uses: ``"auto"`` is ``"bf16"`` on a CUDA GPU with bf16 tensor cores
+    (compute capability 8 or more) or a CPU with bf16 units (:func:`cpu_has_bf16`), else ``"off"``; ``"off"``
+    and ``"bf16"`` stay as asked."""
     if amp not in AMP_CHOICES:
         raise ValueError(f"amp={amp!r} is not allowed; choose one of {', '.join(map(repr, AMP_CHOICES))}")
     if amp != "auto":
         return amp
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "off"
+    if device.type == "cuda":  # bf16 tensor cores from Ampere (compute capability 8) on; emulated before
+        return "bf16" if torch.cuda.get_device_capability(device)[0] >= 8 else "off"
     return "bf16" if device.type == "cpu" and cpu_has_bf16() else "off"
 
 

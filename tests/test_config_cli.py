@@ -263,3 +263,26 @@ def test_data_source_tags_and_claims(monkeypatch, tmp_path):
         match=r"holds runs on folders data at '(\.\./)+a/cxr', not '(\.\./)+b/cxr': two data folders",
     ):
         claim_output_dirs(dirs, "folders", "/b/cxr")
+
+
+def test_bench_train_keeps_the_profiles_precision_and_layout_unless_given():
+    from medsg_lib.__main__ import bench_train_config, build_parser
+
+    base = [
+        "bench",
+        "train",
+        "--model",
+        "dcgan",
+        "--profile",
+        "cpu",
+        "--img-size",
+        "64",
+        "--batch-size",
+        "32",
+    ]
+    cfg = bench_train_config(build_parser().parse_args(base))
+    assert (cfg.amp, cfg.channels_last) == ("auto", True)  # what the cpu profile trains with
+    cfg = bench_train_config(build_parser().parse_args([*base, "--amp", "off", "--no-channels-last"]))
+    assert (cfg.amp, cfg.channels_last) == ("off", False)
+    cfg = bench_train_config(build_parser().parse_args(["bench", "train", "--channels-last"]))
+    assert (cfg.amp, cfg.channels_last, cfg.img_size) == ("off", True, 256)  # the paper profile's precision

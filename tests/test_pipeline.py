@@ -52,6 +52,7 @@ def test_run_summary_and_generation_over_runs(smoke, tmp_path):
         train(cfg, data, runs / f"{model}_{target}", phantoms=smoke.phantoms, progress=False)
     summary = run_summary(runs / "dcgan_Normal")
     assert (summary["model"], summary["target_class"], summary["steps"]) == ("dcgan", "Normal", 4)
+    assert summary["amp"] == "off"  # the precision the run used (smoke trains in float32)
     assert summary["params_generator"] > 0 and "d_total" in summary and "g_total" in summary
     assert (
         len(read_jsonl(runs / "medsg_all" / LOG_NAME)) == 4

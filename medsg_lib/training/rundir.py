@@ -205,7 +205,7 @@ def run_train_config(run_dir: Path) -> TrainConfig:
 
 
 def run_summary(run_dir: Path) -> dict[str, Any]:
-    """One row describing a finished run: model, class, size, steps, parameters per net, logged training
+    """One row describing a finished run: model, class, size, precision, steps, parameters per net, logged training
     seconds, mean images/s and the last logged value of each total loss (for ``results/training_runs.csv``)."""
     run_dir = Path(run_dir)
     cfg = run_train_config(run_dir)
@@ -217,6 +217,7 @@ def run_summary(run_dir: Path) -> dict[str, Any]:
         "target_class": cfg.target_class,
         "img_size": cfg.img_size,
         "batch_size": cfg.batch_size,
+        "amp": cfg.amp,
         "steps": last.get("step", 0),
         "train_seconds": round(sum(r.get("seconds", 0.0) for r in log), 1),
         "images_per_s": round(sum(r.get("images_per_s", 0.0) for r in log) / max(len(log), 1), 2),
