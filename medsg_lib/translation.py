@@ -50,6 +50,15 @@ def predicted_classes(
     return [CLASS_NAMES[k] for k in torch.cat(labels).tolist()]
 
 
+def _source_lung(source: Path, img_size: int) -> tuple[np.ndarray, float] | None:
+    """A source image's lung mask and the mean gray value inside it, at ``img_size``; None without a mask."""
+    mask_path = sibling_lung_mask(source)
+    if mask_path is None:
+        return None
+    lung = load_mask(mask_path, img_size)
+    return lung, lung_mean(preprocess(load_image(source, 1), img_size), lung)
+
+
 def translation_rows(gen_dir: Path, img_size: int, model: nn.Module | None = None) -> pd.DataFrame:
     """One row per translation of ``gen_dir`` (its ``manifest.csv``) whose source has a lung mask: ``class``
     (target), ``source_class``, ``source_lung_mean``, ``translation_lung_mean`` (0-255, inside the source's
@@ -58,14 +67,16 @@ def translation_rows(gen_dir: Path, img_size: int, model: nn.Module | None = Non
     manifest = read_manifest(gen_dir)
     manifest = manifest[manifest["source_image"].notna() & (manifest["source_image"].astype(str) != "")]
     rows, translations = [], []
+    sources: dict[str, tuple[np.ndarray, float] | None] = {}  # source path -> (lung mask, its opacity)
     for rec in manifest.to_dict("records"):
-        mask_path = sibling_lung_mask(Path(str(rec["source_image"])))
-        if mask_path is None:
+        path = str(rec["source_image"])
+        if path not in sources:  # each source image has several translations: read it and its mask once
+            sources[path] = _source_lung(Path(path), img_size)
+        if sources[path] is None:
             continue
-        lung = load_mask(mask_path, img_size)
-        source = preprocess(load_image(Path(rec["source_image"]), 1), img_size)
+        lung, before = sources[path]
         translated = preprocess(load_image(Path(gen_dir) / rec["file"], 1), img_size)
-        before, after = lung_mean(source, lung), lung_mean(translated, lung)
+        after = lung_mean(translated, lung)
         translations.append(translated)
         rows.append(
             {

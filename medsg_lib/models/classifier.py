@@ -157,10 +157,8 @@ def stem_of(model: ResNet) -> str:
 def stage_map_size(model: ResNet, name: str, img_size: int) -> int:
     """Side in pixels of stage ``name``'s output map for ``img_size`` inputs (e.g. 4 for ``layer3`` at 64 px
     with the ImageNet stem, 16 with the fine stem): the resolution of a Grad-CAM map before upsampling."""
-    strides = STAGE_STRIDES[stem_of(model)]
-    if name not in strides:
-        raise ValueError(f"name={name!r} is not a ResNet stage; choose one of 'layer1'..'layer4'")
-    return -(-img_size // strides[name])
+    _check_stage(name)
+    return -(-img_size // STAGE_STRIDES[stem_of(model)][name])
 
 
 def target_layer(model: ResNet, name: str = "layer4") -> nn.Module:
@@ -169,6 +167,10 @@ def target_layer(model: ResNet, name: str = "layer4") -> nn.Module:
     With the ImageNet stem ``layer4`` maps are H/32 x W/32 (2x2 at 64 px, 8x8 at 256 px) and ``layer3`` is
     H/16; the fine stem makes both 4x finer (:func:`stage_map_size`).
     """
-    if name not in ("layer1", "layer2", "layer3", "layer4"):
-        raise ValueError(f"name={name!r} is not a ResNet stage; choose one of 'layer1'..'layer4'")
+    _check_stage(name)
     return getattr(model, name)[-1]
+
+
+def _check_stage(name: str) -> None:
+    if name not in STAGE_STRIDES["imagenet"]:  # the same four stages for every stem
+        raise ValueError(f"name={name!r} is not a ResNet stage; choose one of 'layer1'..'layer4'")
