@@ -27,8 +27,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from medsg_lib.config import TrainConfig, from_jsonable
-from medsg_lib.families import get_family
+from medsg_lib.config import TrainConfig
+from medsg_lib.families import get_family, load_train_config
 from medsg_lib.files import CHECKPOINT_DIR, write_atomic
 
 CHECKPOINT_FORMAT = "medsg-ckpt-v1"
@@ -96,15 +96,16 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 
 def train_config_of(state: dict[str, Any]) -> TrainConfig:
     """The :class:`TrainConfig` stored in a checkpoint's ``"config"`` (``{"train": ..., "data": ...}``)."""
-    return from_jsonable(TrainConfig, state["config"]["train"])
+    return load_train_config(state["config"]["train"])
 
 
 def inference_state_dicts(state: dict[str, Any]) -> dict[str, dict[str, torch.Tensor]]:
     """The state_dicts of the family's ``inference_nets``: the EMA copy of a network that has one."""
-    family = get_family(train_config_of(state).model)
+    cfg = train_config_of(state)
+    family = get_family(cfg.model)
     return {
         name: (state["ema"] if name in family.ema_nets else state["nets"])[name]
-        for name in family.inference_nets
+        for name in family.inference_nets_of(cfg)
     }
 
 
@@ -117,7 +118,8 @@ def export_generator(ckpt_path: Path, out_path: Path) -> Path:
     (``ema``/``online``).
     """
     state = load_checkpoint(ckpt_path)
-    family = get_family(train_config_of(state).model)
+    cfg = train_config_of(state)
+    family = get_family(cfg.model)
     tensors = {
         f"{net}.{key}": value.detach().contiguous()
         for net, sd in inference_state_dicts(state).items()
@@ -127,8 +129,8 @@ def export_generator(ckpt_path: Path, out_path: Path) -> Path:
         "format": EXPORT_FORMAT,
         "config": json.dumps(state["config"]),
         "step": str(state["step"]),
-        "nets": json.dumps(list(family.inference_nets)),
-        "source": "ema" if set(family.inference_nets) & set(family.ema_nets) else "online",
+        "nets": json.dumps(list(family.inference_nets_of(cfg))),
+        "source": "ema" if set(family.inference_nets_of(cfg)) & set(family.ema_nets) else "online",
     }
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -167,11 +169,11 @@ def load_nets_for_inference(
     else:
         state = load_checkpoint(path)
         state_dicts, config = inference_state_dicts(state), state["config"]
-    cfg = from_jsonable(TrainConfig, config["train"])
+    cfg = load_train_config(config["train"])
     family = get_family(cfg.model)
     built = family.build(cfg)
     nets = {}
-    for name in family.inference_nets:
+    for name in family.inference_nets_of(cfg):
         net = built[name]
         net.load_state_dict(state_dicts[name])
         nets[name] = net.to(device).eval()

@@ -107,8 +107,10 @@ class TrainConfig:
     """One training run: the loop's fields, and the model's own fields nested in ``net``.
 
     ``net`` is the config dataclass of ``model``'s family (``medsg_lib.families``: ``MedSGConfig``,
-    ``DCGANConfig``, ``GANConfig``); ``None`` means that family's defaults (the paper's). Resuming compares the
-    loop fields and ``net``, so a field of another model can never block a run.
+    ``DCGANConfig``, ...); ``None`` means that family's defaults (the paper's). A config is *resolved* by the
+    registry (:func:`medsg_lib.families.resolve`), which every entry point (training, generation, profiles,
+    checkpoints) calls. Resuming compares the loop fields and ``net``, so a field of another model can never
+    block a run.
     """
 
     model: str = "medsg"  # a key of medsg_lib.families.FAMILIES
@@ -131,24 +133,18 @@ class TrainConfig:
     compile: bool = False  # torch.compile the family's compilable nets (eager where unavailable)
 
     def __post_init__(self) -> None:
-        from medsg_lib.families import get_family
-
-        family = get_family(self.model)
-        if self.net is None:
-            object.__setattr__(self, "net", family.config_cls())
-        elif isinstance(self.net, dict):  # from JSON
-            object.__setattr__(self, "net", from_jsonable(family.config_cls, self.net))
-        elif type(self.net) is not family.config_cls:
+        # `model` and `net` are checked by the registry, which resolves a config (``medsg_lib.families.resolve``:
+        # `net` None or a JSON dict -> the family's config dataclass, then the family's own checks); this module
+        # imports no model code
+        if not isinstance(self.model, str) or not self.model:
             raise ValueError(
-                f"TrainConfig.net is a {type(self.net).__name__} but model={self.model!r} takes a "
-                f"{family.config_cls.__name__} (or None for its defaults)"
+                f"TrainConfig.model={self.model!r} must be the name of a registered model family"
             )
         check_choice(self, "target_class", ("all", *CLASS_NAMES))
         check_choice(self, "channels", (1, 3))
         check_choice(self, "amp", AMP_CHOICES)
         check_power_of_two(self, "img_size", 16, 512)
         check_positive(self, "batch_size", "iterations", "log_every", "sample_every", "ckpt_every")
-        family.check_config(self)
 
     def for_model(self, model: str, net: Any = None, **changes: Any) -> TrainConfig:
         """This run's loop settings for another ``model`` with its ``net`` config (None: its defaults)."""

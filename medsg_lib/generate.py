@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 
 from medsg_lib.config import DataConfig, GenerateConfig, PhantomConfig, TrainConfig, to_jsonable
 from medsg_lib.data import XrayDataset, XrayRecord
-from medsg_lib.families import get_family
+from medsg_lib.families import get_family, with_capability
 from medsg_lib.families.base import eval_mode
 from medsg_lib.files import (
     CONFIG_NAME,
@@ -397,3 +397,27 @@ def generate_runs(
                 }
             )
     return pd.DataFrame(rows)
+
+
+def generated_models(
+    generated_root: Path, *, translates: bool | None = None, class_conditional: bool | None = None
+) -> dict[str, Path]:
+    """Display label -> ``generated_root/<model>`` of every registered family with the given capabilities
+    (:func:`medsg_lib.families.with_capability`) whose folder has a manifest (it was generated), in registry
+    order. Notebooks pick models this way, never by name."""
+    found = {}
+    for family in with_capability(translates=translates, class_conditional=class_conditional):
+        folder = Path(generated_root) / family.name
+        if (folder / MANIFEST_NAME).is_file():
+            found[family.label] = folder
+    return found
+
+
+def deterministic_runs(runs_root: Path) -> list[str]:
+    """Names of the runs under ``runs_root`` whose family is a deterministic translator (one image per source,
+    so possibly fewer than ``num_per_class``)."""
+    return [
+        d.name
+        for d in sorted(Path(runs_root).iterdir())
+        if (d / CONFIG_NAME).is_file() and get_family(run_train_config(d).model).deterministic
+    ]

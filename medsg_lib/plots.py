@@ -16,6 +16,7 @@ from PIL import Image
 from medsg_lib.config import CLASS_NAMES
 from medsg_lib.data import load_image, load_mask, preprocess
 from medsg_lib.data.summary import pick_examples
+from medsg_lib.families import FAMILIES
 from medsg_lib.files import ALL_CLASSES, class_slug, run_name
 
 _DPI = 110
@@ -150,8 +151,10 @@ def save_generated_preview(out_root: Path, path: Path, per_row: int = 8) -> plt.
     return fig
 
 
-# Figure 2's columns: (title, model), left to right; the "original" column follows
-FIG2_COLUMNS: tuple[tuple[str, str], ...] = (("GAN", "gan"), ("DCGAN", "dcgan"), ("Med-StyleGAN2", "medsg"))
+def fig2_columns() -> tuple[tuple[str, str], ...]:
+    """Figure 2's columns, left to right: (label, model) of every registered family, in registry order; the
+    "original" column follows."""
+    return tuple((f.label, name) for name, f in FAMILIES.items())
 
 
 def panel_folders(generated_root: Path, model: str, class_name: str) -> tuple[Path, ...]:
@@ -165,11 +168,11 @@ def panel_folders(generated_root: Path, model: str, class_name: str) -> tuple[Pa
 
 def fig2_panels(generated_root: Path, real_records: Sequence) -> dict[tuple[str, str], Path | None]:
     """The file shown in each Figure 2 panel, keyed by (class, column title): for each model of
-    :data:`FIG2_COLUMNS` the lowest-seed image of the first of its :func:`panel_folders` that holds one, for
+    :func:`fig2_columns` the lowest-seed image of the first of its :func:`panel_folders` that holds one, for
     "original" the first training image of the class by file name. None where nothing was generated."""
     panels: dict[tuple[str, str], Path | None] = {}
     for name in CLASS_NAMES:
-        for column, model in FIG2_COLUMNS:
+        for column, model in fig2_columns():
             folders = panel_folders(generated_root, model, name)
             files = [f for folder in folders for f in sorted(folder.glob("*.png"))[:1]]
             panels[(name, column)] = files[0] if files else None
@@ -181,9 +184,10 @@ def fig2_panels(generated_root: Path, real_records: Sequence) -> dict[tuple[str,
 
 
 def save_fig2(panels: Mapping[tuple[str, str], Path | None], img_size: int, path: Path) -> plt.Figure:
-    """Figure 2: columns GAN, DCGAN, Med-StyleGAN2, original; one row per class; every panel resized to
-    ``img_size`` and drawn on the same gray scale (0-255). Writes ``path``; returns the figure."""
-    columns = [c for c, _ in FIG2_COLUMNS] + ["original"]
+    """Figure 2: a column per registered model (:func:`fig2_columns`), then the original; one row per class;
+    every panel resized to ``img_size`` and drawn on the same gray scale (0-255). Writes ``path``; returns the
+    figure."""
+    columns = [c for c, _ in fig2_columns()] + ["original"]
     fig, axes = plt.subplots(
         len(CLASS_NAMES), len(columns), figsize=(2.4 * len(columns), 2.5 * len(CLASS_NAMES))
     )

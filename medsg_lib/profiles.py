@@ -5,9 +5,9 @@
 - ``paper``: the paper's hyper-parameters at 256 px, batch 8, 100k iterations, grayscale, no flips.
 - ``paper-faithful``: the authors' exact run: RGB, flips, random resized crop, batch 2, evaluation at 5,000.
 
-A profile holds the loop settings shared by the models (``train``), each model's own config (``nets``; a model
-absent there trains with its family's defaults, the paper's) and the loop fields that differ for a model
-(``loop_overrides``), so that adding a model needs no change here.
+A profile holds the loop settings shared by the models (``train``). Each family sizes itself per profile
+(:meth:`ModelFamily.sizes`: its config and the loop fields that differ for it); a profile may override either
+(``nets``, ``loop_overrides``), so that adding a model needs no change here.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from medsg_lib.config import (
     PhantomConfig,
     TrainConfig,
 )
-from medsg_lib.families import DCGANConfig, GANConfig, MedSGConfig
+from medsg_lib.families import get_family, resolve
 
 PROFILE_NAMES: tuple[str, ...] = ("smoke", "cpu", "paper", "paper-faithful")
 Fields = tuple[tuple[str, Any], ...]
@@ -38,7 +38,8 @@ class Profile:
     phantoms: PhantomConfig = field(default_factory=PhantomConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)  # loop settings; its `net` is replaced per model
-    nets: tuple[tuple[str, Any], ...] = ()  # (model, its config) for the models this profile sizes
+    # overrides of the families' own sizes (ModelFamily.sizes) for this profile
+    nets: tuple[tuple[str, Any], ...] = ()  # (model, its config)
     loop_overrides: tuple[tuple[str, Fields], ...] = ()  # (model, ((loop field, value), ...))
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
@@ -48,9 +49,12 @@ class Profile:
     cam_classifier: ClassifierConfig | None = None
 
     def train_config(self, model: str, target_class: str = "all") -> TrainConfig:
-        """The training config of ``model`` for ``target_class`` in this profile."""
-        changes = dict(dict(self.loop_overrides).get(model, ()))
-        return self.train.for_model(model, dict(self.nets).get(model), target_class=target_class, **changes)
+        """The resolved training config of ``model`` for ``target_class`` in this profile: the profile's loop,
+        the family's sizes for this profile, then the profile's own overrides of them."""
+        net, changes = get_family(model).sizes(self.name)
+        net = dict(self.nets).get(model, net)
+        changes.update(dict(self.loop_overrides).get(model, ()))
+        return resolve(self.train.for_model(model, net, target_class=target_class, **changes))
 
 
 def _build_profiles() -> dict[str, Profile]:
@@ -68,26 +72,12 @@ def _build_profiles() -> dict[str, Profile]:
             sample_every=2,
             ckpt_every=2,
         ),
-        nets=(
-            (
-                "medsg",
-                MedSGConfig(base_width=8, max_width=32, mapping_hidden=32, ds_decay_iters=4, ema_beta=0.5),
-            ),
-            ("dcgan", DCGANConfig(ngf=8, ndf=8)),
-            ("gan", GANConfig(hidden=64)),
-        ),
         generate=GenerateConfig(num_per_class=8, num_latents_per_source=2, batch_size=8),
         metrics=MetricsConfig(kid_subsets=10, kid_subset_size=4, bootstrap=10),
         classifier=ClassifierConfig(img_size=32, epochs=1, batch_size=8),
         cam_classifier=ClassifierConfig(img_size=32, epochs=1, batch_size=8, stem="fine"),
     )
-    # Sized for a 2-core CPU (see README "Measured"): Med-StyleGAN2 ~0.5 s/iteration, DCGAN ~0.1 s, GAN ~0.03 s.
-    baseline_loop: Fields = (
-        ("batch_size", 32),
-        ("iterations", 500),
-        ("sample_every", 250),
-        ("ckpt_every", 250),
-    )
+    # Sized for a 2-core CPU (see README "Measured"); each family's own widths and loop: ModelFamily.sizes
     cpu = Profile(
         name="cpu",
         phantoms=PhantomConfig(num_train=200, num_val=32, num_test=32),
@@ -96,11 +86,6 @@ def _build_profiles() -> dict[str, Profile]:
             img_size=64,
             batch_size=8,
             iterations=1000,
-            # EMA horizon ~1/(1-beta) iterations: the paper's 0.999 suits 100k iterations; after 1,000 it would
-            # still hold 37% of the random initial weights (measured: noise-like samples at step 300).
-            net=MedSGConfig(
-                base_width=8, max_width=64, mapping_hidden=64, ds_decay_iters=1000, ema_beta=0.99
-            ),
             log_every=10,
             sample_every=250,
             ckpt_every=250,
@@ -111,20 +96,6 @@ def _build_profiles() -> dict[str, Profile]:
             # StyleGAN2 1.15x faster steps on an AMX Xeon (docs/performance.md); R1 stays fp32
             amp="auto",
         ),
-        nets=(
-            # EMA horizon ~1/(1-beta) iterations: the paper's 0.999 suits 100k iterations; after 1,000 it would
-            # still hold 37% of the random initial weights (measured: noise-like samples at step 300).
-            (
-                "medsg",
-                MedSGConfig(
-                    base_width=8, max_width=64, mapping_hidden=64, ds_decay_iters=1000, ema_beta=0.99
-                ),
-            ),
-            ("dcgan", DCGANConfig(ngf=32, ndf=32)),
-            ("gan", GANConfig(hidden=512)),
-        ),
-        # the GAN's small MLPs gain nothing from bf16 (measured 0.96x): fp32
-        loop_overrides=(("dcgan", baseline_loop), ("gan", (*baseline_loop, ("amp", "off")))),
         generate=GenerateConfig(num_per_class=160, batch_size=32),
         metrics=MetricsConfig(kid_subsets=50, kid_subset_size=100, bootstrap=100),
         # training in bf16 autocast and NHWC where the CPU has bf16 units (evaluation, features and Grad-CAM
@@ -135,14 +106,11 @@ def _build_profiles() -> dict[str, Profile]:
             img_size=64, epochs=4, batch_size=32, stem="fine", amp="auto", channels_last=True
         ),
     )
-    # authors' DCGAN: 64 px, batch 128, 100 epochs of 33,920 images = 26,500 iterations
-    paper_baseline_loop: Fields = (("img_size", 64), ("batch_size", 128), ("iterations", 26_500))
     paper = Profile(
         name="paper",
         phantoms=PhantomConfig(),
         data=DataConfig(layout="covidqu", root=Path("data/COVID-QU-Ex"), img_size=256),
         train=TrainConfig(img_size=256, batch_size=8, iterations=100_000, sample_every=5000, ckpt_every=5000),
-        loop_overrides=(("dcgan", paper_baseline_loop), ("gan", paper_baseline_loop)),
         generate=GenerateConfig(num_per_class=8_000),
         metrics=MetricsConfig(),
         classifier=ClassifierConfig(img_size=256, epochs=20),
@@ -156,7 +124,6 @@ def _build_profiles() -> dict[str, Profile]:
         train=TrainConfig(
             img_size=256, channels=3, batch_size=2, iterations=5_000, sample_every=1000, ckpt_every=1000
         ),
-        loop_overrides=(("dcgan", paper_baseline_loop), ("gan", paper_baseline_loop)),
         generate=GenerateConfig(num_per_class=8_000),
         metrics=MetricsConfig(fid_protocols=("paper", "pytorch-fid")),
         classifier=ClassifierConfig(img_size=256, epochs=20),

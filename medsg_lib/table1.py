@@ -25,6 +25,7 @@ import pandas as pd
 
 from medsg_lib.config import CLASS_NAMES
 from medsg_lib.evaluate import REAL_BASELINE_MODEL
+from medsg_lib.families import FAMILIES, labels
 from medsg_lib.files import ALL_CLASSES, write_text_atomic
 from medsg_lib.metrics.frd import FRD_PROTOCOL
 from medsg_lib.metrics.weights import is_unverified
@@ -54,44 +55,62 @@ between random held-out images of the class (the diversity of the real data).
 class PaperRow(NamedTuple):
     """One row of the paper's Table 1; None where the paper prints "-"."""
 
-    model: str
+    model: str  # the model as the paper names it: a family's `paper_row`
+    cls: str | None  # the class of a per-class row ("Med-StyleGAN2 (Normal)"); None: the whole set or a quote
     fid: float | None
     lpips: float | None
     source: str  # "paper" | "literature"
 
+    @property
+    def label(self) -> str:
+        if self.source == "literature":
+            return f"{self.model} (literature)"
+        return self.model if self.cls is None else f"{self.model} ({self.cls})"
+
 
 PAPER_TABLE1: tuple[PaperRow, ...] = (
-    PaperRow("GAN", 2446.535, None, "paper"),
-    PaperRow("DCGAN", 153.014, None, "paper"),
-    PaperRow("CycleGAN (literature)", None, 0.099, "literature"),
-    PaperRow("Med-StyleGAN2 (Normal)", 55.796, 0.199, "paper"),
-    PaperRow("StarGAN (literature)", None, 0.212, "literature"),
-    PaperRow("Med-StyleGAN2 (COVID-19)", 62.599, 0.222, "paper"),
-    PaperRow("Med-StyleGAN2 (Non-COVID)", 81.230, 0.239, "paper"),
-    PaperRow("RSGAN (literature)", None, 0.315, "literature"),
-    PaperRow("SDGAN (literature)", None, 0.514, "literature"),
+    PaperRow("GAN", None, 2446.535, None, "paper"),
+    PaperRow("DCGAN", None, 153.014, None, "paper"),
+    PaperRow("CycleGAN", None, None, 0.099, "literature"),
+    PaperRow("Med-StyleGAN2", "Normal", 55.796, 0.199, "paper"),
+    PaperRow("StarGAN", None, None, 0.212, "literature"),
+    PaperRow("Med-StyleGAN2", "COVID-19", 62.599, 0.222, "paper"),
+    PaperRow("Med-StyleGAN2", "Non-COVID", 81.230, 0.239, "paper"),
+    PaperRow("RSGAN", None, None, 0.315, "literature"),
+    PaperRow("SDGAN", None, None, 0.514, "literature"),
 )
-# paper row -> the (model, class) of our records that reproduce it
-PAPER_ROW_KEYS: dict[str, tuple[str, str]] = {
-    "GAN": ("gan", ALL_CLASSES),
-    "DCGAN": ("dcgan", ALL_CLASSES),
-    **{f"Med-StyleGAN2 ({c})": ("medsg", c) for c in CLASS_NAMES},
+SOURCE_LABELS: dict[str, str] = {
+    "paper": "paper",
+    "literature": "literature, quoted",
+    "ours": "ours",
+    "ours+quote": "ours (LPIPS paper: literature, quoted)",
 }
-SOURCE_LABELS: dict[str, str] = {"paper": "paper", "literature": "literature, quoted", "ours": "ours"}
-MODEL_LABELS: dict[str, str] = {
-    "gan": "GAN",
-    "dcgan": "DCGAN",
-    "medsg": "Med-StyleGAN2",
-    REAL_BASELINE_MODEL: "Real train vs real held-out",
-}
+REAL_LABEL = "Real train vs real held-out"
 
 
-def extra_rows() -> list[tuple[str, tuple[str, str]]]:
-    """(label, (model, class)) of our rows after the paper's: per class, each model of a paper row measured on
-    every class (GAN, DCGAN), then the real train-vs-test floor (written per class only)."""
-    whole_set = [m for m, c in PAPER_ROW_KEYS.values() if c == ALL_CLASSES]
-    models = [*whole_set, REAL_BASELINE_MODEL]
-    return [(f"{MODEL_LABELS[m]} ({c})", (m, c)) for m in models for c in CLASS_NAMES]
+def model_labels() -> dict[str, str]:
+    """Record model -> display label: every registered family's label and the real floor's."""
+    return {**labels(), REAL_BASELINE_MODEL: REAL_LABEL}
+
+
+def paper_family(paper_model: str) -> str | None:
+    """The registry key of the family whose ``paper_row`` is ``paper_model`` (None: none is registered)."""
+    return next((name for name, f in FAMILIES.items() if f.paper_row == paper_model), None)
+
+
+def paper_row_key(row: PaperRow) -> tuple[str, str] | None:
+    """The (model, class) of our records that reproduce a row the paper measured (None: a quoted row, or no
+    family fills it)."""
+    family = paper_family(row.model)
+    if row.source != "paper" or family is None:
+        return None
+    return family, row.cls or ALL_CLASSES
+
+
+def family_rows(name: str) -> list[tuple[str, tuple[str, str]]]:
+    """(label, (model, class)) of every row a family can have: the whole set, then each class."""
+    label = model_labels().get(name, name)
+    return [(f"{label} ({c})", (name, c)) for c in (ALL_CLASSES, *CLASS_NAMES)]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -214,40 +233,60 @@ def our_cells(
 
 
 def build_table1(records: Sequence[dict[str, Any]], feature_name: str = "classifier") -> pd.DataFrame:
-    """Table 1 as strings: the paper's rows (its numbers, and ours where we reproduce them), then our extra rows
-    that have records, then rows of any other (model, class) in ``records``.
+    """Table 1 as strings, rows in this order:
 
-    Columns: ``model``, ``source``, ``FID paper``, ``LPIPS paper``, our metric columns (see the module docstring),
-    ``LPIPS (ours)``, ``n_real``, ``n_fake``. ``feature_name`` names the domain metrics (``fd_<name>``).
+    - the paper's rows (its numbers, and ours where a family reproduces the row: :attr:`ModelFamily.paper_row`);
+      right below a row the paper only QUOTES from the literature, our rows of that family (each class it has
+      records for), with the quoted LPIPS beside our numbers;
+    - then, family by family (registry order), our rows the paper lacks that have records (e.g. the whole-set
+      baselines per class), then the real train-vs-held-out floor per class;
+    - then any other (model, class) in ``records``, so that nothing measured is dropped.
+
+    Columns: ``model``, ``source``, ``FID paper``, ``LPIPS paper``, our metric columns (module docstring),
+    ``LPIPS (ours)``, ``MS-SSIM``, ``n_real``, ``n_fake``. ``feature_name`` names the domain metrics
+    (``fd_<name>``).
     """
     index = index_records(records)
+    present = {(m, c) for m, c, _, _ in index}
+    placed: set[tuple[str, str]] = set()
     rows = []
-    for paper in PAPER_TABLE1:
-        key = PAPER_ROW_KEYS.get(paper.model)
+
+    def ours(label: str, key: tuple[str, str], source: str = "ours", lpips: float | None = None) -> None:
+        placed.add(key)
         rows.append(
             {
-                "model": paper.model,
+                "model": label,
+                "source": SOURCE_LABELS[source],
+                "FID paper": DASH,
+                "LPIPS paper": fmt_number(lpips),
+                **our_cells(index, key, feature_name),
+            }
+        )
+
+    for paper in PAPER_TABLE1:
+        key = paper_row_key(paper)
+        rows.append(
+            {
+                "model": paper.label,
                 "source": SOURCE_LABELS[paper.source],
                 "FID paper": fmt_number(paper.fid),
                 "LPIPS paper": fmt_number(paper.lpips),
                 **our_cells(index, key, feature_name),
             }
         )
-    present = {(m, c) for m, c, _, _ in index}
-    covered = set(PAPER_ROW_KEYS.values())
-    extras = [(label, key) for label, key in extra_rows() if key in present]
-    covered |= {key for _, key in extra_rows()}
-    extras += [(f"{MODEL_LABELS.get(m, m)} ({c})", (m, c)) for m, c in sorted(present - covered)]
-    for label, key in extras:
-        rows.append(
-            {
-                "model": label,
-                "source": SOURCE_LABELS["ours"],
-                "FID paper": DASH,
-                "LPIPS paper": DASH,
-                **our_cells(index, key, feature_name),
-            }
-        )
+        if key is not None:
+            placed.add(key)
+        family = paper_family(paper.model)
+        if paper.source == "literature" and family is not None:
+            for label, fkey in family_rows(family):
+                if fkey in present:
+                    ours(label, fkey, "ours+quote", paper.lpips)
+    for name in [*FAMILIES, REAL_BASELINE_MODEL]:
+        for label, key in family_rows(name):
+            if key in present and key not in placed:
+                ours(label, key)
+    for m, c in sorted(present - placed):
+        ours(f"{m} ({c})", (m, c))
     return pd.DataFrame(rows)
 
 

@@ -10,7 +10,7 @@ the classifier would still call them Non-COVID.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -119,14 +119,28 @@ def _shares(predicted: pd.Series) -> dict[str, float]:
     return {f"called {name}": float((predicted == name).mean()) for name in CLASS_NAMES}
 
 
+def translation_rows_of(
+    gen_dirs: Mapping[str, Path], img_size: int, model: nn.Module | None = None
+) -> pd.DataFrame:
+    """:func:`translation_rows` of several translators (label -> generated folder) with a ``generator``
+    column."""
+    frames = [translation_rows(d, img_size, model).assign(generator=label) for label, d in gen_dirs.items()]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
 def translation_table(translations: pd.DataFrame, real: pd.DataFrame) -> pd.DataFrame:
-    """Per (target class, source class): n, the lung opacity of the sources and of the translations, its mean
-    change, and the share the classifier calls each class; then one row per real class (source "real")
-    with its lung opacity in the translation column, for comparison."""
+    """Per (generator, target class, source class): n, the lung opacity of the sources and of the translations,
+    its mean change, and the share the classifier calls each class; then one row per real class (generator and
+    source "real") with its lung opacity in the translation column, for comparison. Without a ``generator``
+    column (one translator) the table has none either."""
+    keyed = "generator" in translations.columns
+    keys = ["generator", "class", "source_class"] if keyed else ["class", "source_class"]
     rows = []
-    for (target, source), group in translations.groupby(["class", "source_class"], sort=True):
+    for key, group in translations.groupby(keys, sort=False):
+        *generator, target, source = key
         rows.append(
             {
+                **({"generator": generator[0]} if keyed else {}),
                 "class": target,
                 "source": f"translated from {source}",
                 "n": len(group),
@@ -139,6 +153,7 @@ def translation_table(translations: pd.DataFrame, real: pd.DataFrame) -> pd.Data
     for name, group in real.groupby("class", sort=True):
         rows.append(
             {
+                **({"generator": "real"} if keyed else {}),
                 "class": name,
                 "source": "real",
                 "n": len(group),
@@ -148,6 +163,13 @@ def translation_table(translations: pd.DataFrame, real: pd.DataFrame) -> pd.Data
                 **_shares(group["predicted"]),
             }
         )
-    order = {name: i for i, name in enumerate(CLASS_NAMES)}
+    class_order = {name: i for i, name in enumerate(CLASS_NAMES)}
+    generator_order = {g: i for i, g in enumerate(dict.fromkeys(translations.get("generator", [])))}
+    generator_order["real"] = len(generator_order)
+    order = {"class": class_order, "generator": generator_order}
     table = pd.DataFrame(rows)
-    return table.sort_values(["class", "source"], key=lambda s: s.map(order) if s.name == "class" else s)
+    return table.sort_values(
+        [*(["generator"] if keyed else []), "class", "source"],
+        key=lambda s: s.map(order[s.name]) if s.name in order else s,
+        kind="stable",
+    ).reset_index(drop=True)

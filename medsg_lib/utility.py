@@ -3,7 +3,8 @@ synthetic training images and test each on the same real held-out split (beyond 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -47,25 +48,31 @@ def concat(parts: Sequence[LabelledImages]) -> LabelledImages:
 def utility_experiment(
     cfg: ClassifierConfig,
     real_train: Dataset,
-    synthetic: LabelledImages,
+    synthetic: Mapping[str, LabelledImages],
     test_set: Dataset,
     run_root: Path,
     progress: bool = True,
 ) -> pd.DataFrame:
-    """Train one classifier per training set (real, synthetic, real + synthetic) with ``cfg`` (last epoch, no
-    model selection, so no real data reaches the synthetic-only model) into ``run_root/<name>``; test each on
-    ``test_set``. Returns one row each: training_data, n_train, n_test, accuracy, macro_f1, recall per class."""
+    """Train one classifier per training set with ``cfg`` (last epoch, no model selection, so no real data
+    reaches a synthetic-only model) and test each on ``test_set``: the real images once, then for each
+    generator of ``synthetic`` (display label -> its images of every class) its images alone and real + its
+    images. Checkpoints go to ``run_root/<generator slug>/<set>``. Returns one row each: generator,
+    training_data, n_train, n_test, accuracy, macro_f1, recall per class."""
     real = materialise(real_train)
-    sets = {"real": real, "synthetic": synthetic, "real+synthetic": concat([real, synthetic])}
+    sets: list[tuple[str, str, LabelledImages]] = [("none", "real", real)]
+    for label, images in synthetic.items():
+        sets += [(label, "synthetic", images), (label, "real+synthetic", concat([real, images]))]
     rows = []
-    for name, train_set in sets.items():
-        ckpt = train_classifier(
-            cfg, train_set, Path(run_root) / name.replace("+", "_plus_"), progress=progress
+    for generator, name, train_set in sets:
+        folder = (
+            Path(run_root) / ("" if generator == "none" else _slug(generator)) / name.replace("+", "_plus_")
         )
+        ckpt = train_classifier(cfg, train_set, folder, progress=progress)
         model, info = load_classifier(ckpt)
         result = evaluate_classifier(model, test_set)
         rows.append(
             {
+                "generator": generator,
                 "training_data": name,
                 "n_train": len(train_set),
                 "n_test": result["n"],
@@ -77,6 +84,10 @@ def utility_experiment(
             }
         )
     return pd.DataFrame(rows)
+
+
+def _slug(label: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_")
 
 
 def utility_config(cfg: ClassifierConfig, epochs: int = 0) -> ClassifierConfig:

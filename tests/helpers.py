@@ -14,6 +14,9 @@ TINY_NETS = {
     "medsg": {"base_width": 8, "max_width": 32, "mapping_hidden": 32, "ds_decay_iters": 4},
     "dcgan": {"ngf": 8, "ndf": 8},
     "gan": {"hidden": 64},
+    "rsgan": {"ngf": 8, "ndf": 8},
+    "stargan": {"conv_dim": 4, "g_repeat_num": 1, "d_repeat_num": 5, "n_critic": 2},
+    "cyclegan": {"ngf": 4, "ndf": 4, "n_blocks": 1, "pool_size": 3},  # the pool is full after one step
 }
 
 

@@ -9,7 +9,7 @@ import nbformat
 import pytest
 
 from medsg_lib.config import DataConfig, TrainConfig, from_jsonable, to_jsonable
-from medsg_lib.families import DCGANConfig, GANConfig, MedSGConfig
+from medsg_lib.families import FAMILIES, DCGANConfig, GANConfig, MedSGConfig, load_train_config, resolve
 from medsg_lib.files import run_name
 from medsg_lib.notebook import overrides
 from medsg_lib.profiles import PROFILE_NAMES, get_profile
@@ -19,9 +19,10 @@ from medsg_lib.reproduce import NotebookFailed, NotebookJob, plan_jobs, run_jobs
 def test_every_profile_builds_and_round_trips_through_json():
     for name in PROFILE_NAMES:
         prof = get_profile(name)
-        for model in ("medsg", "dcgan", "gan"):
+        for model in FAMILIES:
             cfg = prof.train_config(model)
-            assert from_jsonable(TrainConfig, to_jsonable(cfg)) == cfg
+            assert load_train_config(to_jsonable(cfg)) == cfg
+            assert from_jsonable(TrainConfig, to_jsonable(cfg)).net == to_jsonable(cfg.net)  # unresolved
         assert from_jsonable(DataConfig, to_jsonable(prof.data)) == prof.data
 
 
@@ -36,7 +37,7 @@ def test_w_hpf_other_than_zero_is_refused():
     with pytest.raises(
         ValueError, match=r"MedSGConfig.w_hpf=1.0 is not supported: w_hpf > 0 needs StarGAN v2's"
     ):
-        TrainConfig(net=MedSGConfig(w_hpf=1.0))
+        MedSGConfig(w_hpf=1.0)
 
 
 @pytest.mark.parametrize("size", [8, 48, 1024])
@@ -48,17 +49,21 @@ def test_image_size_must_be_power_of_two_in_range(size):
 
 
 def test_bad_choice_names_field_and_allowed_values():
+    registered = ", ".join(map(repr, FAMILIES))
+    with pytest.raises(ValueError) as err:
+        resolve(TrainConfig(model="vae"))  # the registry resolves a config: it names every registered model
+    assert str(err.value) == f"TrainConfig.model='vae' is not allowed; choose one of {registered}"
     with pytest.raises(
-        ValueError, match=r"TrainConfig.model='vae' is not allowed; choose one of 'medsg', 'dcgan', 'gan'"
+        ValueError, match=r"TrainConfig.net is a DCGANConfig but model='medsg' takes a MedSGConfig"
     ):
-        TrainConfig(model="vae")
+        resolve(TrainConfig(model="medsg", net=DCGANConfig()))
     with pytest.raises(ValueError, match=r"DataConfig.root must be set for layout='covidqu'"):
         DataConfig(layout="covidqu")
 
 
 def test_medsg_is_one_model_for_all_classes():
     with pytest.raises(ValueError, match=r"target_class must be 'all' for model='medsg'"):
-        TrainConfig(model="medsg", target_class="Normal")
+        resolve(TrainConfig(model="medsg", target_class="Normal"))
 
 
 def test_profiles_keep_paper_values():
@@ -109,8 +114,17 @@ def test_plan_orders_notebooks_and_expands_training(tmp_path):
     assert jobs[0] == NotebookJob("01_data_exploration.ipynb", {"profile": "cpu"})
     training = [j.parameters for j in jobs[1:]]
     assert training[0] == {"profile": "cpu", "model": "medsg", "target_class": "all"}
-    assert len(training) == 1 + 2 * 4  # medsg + (dcgan, gan) x (all + 3 classes)
-    assert jobs[2].output_name == "02_training__dcgan__all.ipynb"
+    expected = [
+        {"profile": "cpu", "model": n, "target_class": t}
+        for n, f in FAMILIES.items()
+        for t in f.reproduce_targets
+    ]
+    assert training == expected  # every registered family, each for its reproduce targets, in registry order
+    assert len(training) >= 1 + 2 * 4  # at least medsg + (dcgan, gan) x (all + 3 classes)
+    assert (
+        jobs[1 + expected.index({**expected[0], "model": "dcgan"})].output_name
+        == "02_training__dcgan__all.ipynb"
+    )
     assert all(j.notebook != "notes.ipynb" for j in jobs)
 
 
@@ -141,7 +155,9 @@ def test_baselines_get_their_own_training_settings():
     prof = get_profile("paper")
     dcgan = prof.train_config("dcgan", "Normal")
     assert (dcgan.model, dcgan.target_class, dcgan.img_size, dcgan.batch_size) == ("dcgan", "Normal", 64, 128)
-    assert prof.train_config("medsg") == prof.train  # the paper profile sizes no model: family defaults
+    assert prof.train_config("medsg") == resolve(
+        prof.train
+    )  # the paper profile sizes no model: family defaults
     assert dcgan.net == DCGANConfig() and prof.train_config("gan").net == GANConfig()
 
 

@@ -20,9 +20,11 @@ import torch
 from torch import Tensor, nn
 
 from medsg_lib.models.classifier import build_classifier
+from medsg_lib.models.cyclegan import PatchDiscriminator, ResnetGenerator
 from medsg_lib.models.dcgan import DCGANDiscriminator, DCGANGenerator
 from medsg_lib.models.gan import MLPDiscriminator, MLPGenerator
 from medsg_lib.models.medsg import Discriminator, Generator, MappingNetwork, StyleEncoder
+from medsg_lib.models.stargan import StarGANDiscriminator, StarGANGenerator
 
 TOL = {"rtol": 1e-4, "atol": 1e-5}
 NUM_VALUES = 6  # leading values pinned, of the flattened output and of the parameter
@@ -40,6 +42,21 @@ def _y() -> Tensor:
 
 def _z(gen: torch.Generator, dim: int = 8) -> Tensor:
     return torch.randn(B, dim, generator=gen)  # (B, dim) ~ N(0, I)
+
+
+def _c() -> Tensor:
+    return torch.nn.functional.one_hot(_y(), 3).float()  # (B, 3) one-hot target domains
+
+
+class _Output(nn.Module):
+    """One output of a network that returns a tuple (the StarGAN discriminator's ``(out_src, out_cls)``)."""
+
+    def __init__(self, net: nn.Module, index: int) -> None:
+        super().__init__()
+        self.net, self.index = net, index
+
+    def forward(self, *inputs: Tensor) -> Tensor:
+        return self.net(*inputs)[self.index]
 
 
 @dataclass(frozen=True)
@@ -63,7 +80,11 @@ class Case:
 # pinned deliberately: DCGAN in train() (batch statistics, as in training; a fresh DCGAN generator in eval()
 # gives outputs ~1e-5, below atol, so that pin would be vacuous), the classifier in eval() (running
 # statistics, as in metrics and CAM). DCGAN nets apply dcgan_init_ in their constructors, which is all the
-# trainer's build_models does to them.
+# trainer's build_models does to them. The StarGAN generator's instance norm tracks running statistics (as
+# the reference), so it is pinned in train() (each image's own statistics, as in training); a fresh one in
+# eval() normalises with mean 0 and variance 1, i.e. not at all. CycleGAN nets (instance norm without running
+# statistics) and the StarGAN discriminator (no norm) do not depend on the mode; eval() is set. The StarGAN
+# discriminator is pinned once per output, at repeat_num 3 (a 4x4 map: all 9 taps of the patch head are used).
 CASES = [
     Case(
         name="generator",
@@ -163,6 +184,61 @@ CASES = [
         out_slice=[-0.32092485, -0.016223351, 0.13453054, -0.27378735, -0.049636133, 0.34171611],
         out_sum=-1.0837333,
         param_slice=[0.1104359, -0.082537688, 0.080588631, 0.057352614, -0.086024694, 0.012942587],
+    ),
+    Case(
+        name="stargan_generator_train",
+        build=lambda: StarGANGenerator(conv_dim=8, c_dim=3, repeat_num=2, img_channels=1),
+        train_mode=True,
+        inputs=lambda gen: (_x(gen), _c()),
+        param="main.0.weight",
+        shape=(B, 1, S, S),
+        out_slice=[-0.18750896, -0.007652143, -0.17054413, -0.064346291, -0.13835779, -0.38110134],
+        out_sum=-982.25983,
+        param_slice=[-0.00053477287, 0.038317401, -0.05878894, -0.052567076, -0.027511027, 0.019154098],
+    ),
+    Case(
+        name="stargan_discriminator_src",
+        build=lambda: _Output(StarGANDiscriminator(S, conv_dim=8, c_dim=3, repeat_num=3, img_channels=1), 0),
+        train_mode=False,
+        inputs=lambda gen: (_x(gen),),
+        param="net.main.0.weight",
+        shape=(B, 1, 4, 4),
+        out_slice=[-0.0002573356, 0.026775243, 0.0048782909, 0.018266525, -0.0071180873, 0.020031381],
+        out_sum=0.92067564,
+        param_slice=[-0.0018717051, 0.1341109, -0.20576128, -0.18398476, -0.096288592, 0.067039341],
+    ),
+    Case(
+        name="stargan_discriminator_cls",
+        build=lambda: _Output(StarGANDiscriminator(S, conv_dim=8, c_dim=3, repeat_num=3, img_channels=1), 1),
+        train_mode=False,
+        inputs=lambda gen: (_x(gen),),
+        param="net.conv_cls.weight",
+        shape=(B, 3),
+        out_slice=[0.022861548, 0.010565024, 0.030268274, 0.033928424, 0.022768788, 0.05005268],
+        out_sum=0.2822789,
+        param_slice=[-0.037264708, -0.0024811323, -0.018289439, 0.03342006, 0.017093234, 0.0011008967],
+    ),
+    Case(
+        name="resnet_generator",
+        build=lambda: ResnetGenerator(img_channels=1, ngf=8, n_blocks=2),
+        train_mode=False,
+        inputs=lambda gen: (_x(gen),),
+        param="main.1.weight",  # the stem conv: N(0, 0.02) under cyclegan_init_
+        shape=(B, 1, S, S),
+        out_slice=[-0.10804001, -0.21511398, -0.21782389, -0.53758931, -0.38932216, -0.038538054],
+        out_sum=-405.04001,
+        param_slice=[0.02348477, -0.0040614195, 0.0031798386, -0.020566996, 0.0018186045, -0.0061638514],
+    ),
+    Case(
+        name="patch_discriminator",
+        build=lambda: PatchDiscriminator(img_channels=1, ndf=8, n_layers=3),
+        train_mode=False,
+        inputs=lambda gen: (_x(gen),),
+        param="main.0.weight",
+        shape=(B, 1, 2, 2),
+        out_slice=[0.46573219, 0.14080317, -0.51022667, -0.18541218, 0.0071250051, 0.10077278],
+        out_sum=-1.8519468,
+        param_slice=[0.001991573, -0.016124506, -0.00070242718, 0.024355518, 0.018156301, -0.0047950083],
     ),
 ]
 

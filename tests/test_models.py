@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from medsg_lib.config import TrainConfig
-from medsg_lib.families import get_family
+from medsg_lib.families import get_family, resolve
 from medsg_lib.models import (
     DCGANDiscriminator,
     DCGANGenerator,
@@ -83,7 +83,7 @@ def test_reference_parameter_counts(img_size: int, n_g: int, n_e: int, n_d: int)
 
 
 def test_medsg_family_builds_the_reference_counts() -> None:
-    cfg = TrainConfig(model="medsg", img_size=64, channels=3)
+    cfg = resolve(TrainConfig(model="medsg", img_size=64, channels=3))
     nets = get_family(cfg.model).build(cfg)
     counts = {name: count_parameters(net) for name, net in nets.items()}
     assert counts == {

@@ -176,12 +176,13 @@ def test_utility_experiment_trains_three_classifiers(smoke, tmp_path):
     real = build_dataset(data, "train", smoke.phantoms, train=False, progress=False)
     test = build_dataset(data, "test", smoke.phantoms, train=False, progress=False)
     cfg = replace(smoke.classifier, epochs=1)
-    table = utility_experiment(cfg, real, synthetic, test, tmp_path / "runs", progress=False)
-    assert table[["training_data", "n_train", "n_test"]].values.tolist() == [
-        ["real", 24, 12],
-        ["synthetic", 6, 12],
-        ["real+synthetic", 30, 12],
+    table = utility_experiment(cfg, real, {"Gen A": synthetic}, test, tmp_path / "runs", progress=False)
+    assert table[["generator", "training_data", "n_train", "n_test"]].values.tolist() == [
+        ["none", "real", 24, 12],
+        ["Gen A", "synthetic", 6, 12],
+        ["Gen A", "real+synthetic", 30, 12],
     ]
+    assert (tmp_path / "runs" / "gen_a" / "real_plus_synthetic").is_dir()
     assert table["accuracy"].between(0, 1).all()
     with pytest.raises(FileNotFoundError, match=r"no generated images under .*: run notebook 03"):
         generated_dataset(tmp_path / "nothing", 32)

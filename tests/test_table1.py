@@ -8,13 +8,14 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from medsg_lib.evaluate import REAL_BASELINE_MODEL
 from medsg_lib.metrics.frd import FRD_PROTOCOL
 from medsg_lib.metrics.weights import weights_label
 from medsg_lib.table1 import (
     PAPER_TABLE1,
     build_table1,
     cell,
-    extra_rows,
+    family_rows,
     fmt_plain,
     fmt_value_ci,
     write_table1,
@@ -101,7 +102,7 @@ def test_paper_rows_values_and_order(records: list[dict[str, Any]]) -> None:
     assert list(df["model"][:9]) == PAPER_ORDER
     assert list(df["FID paper"][:9]) == PAPER_FID
     assert list(df["LPIPS paper"][:9]) == PAPER_LPIPS
-    assert [r.model for r in PAPER_TABLE1] == PAPER_ORDER
+    assert [r.label for r in PAPER_TABLE1] == PAPER_ORDER
     assert list(df["source"][:9]) == [
         "paper",
         "paper",
@@ -140,10 +141,11 @@ def test_our_values_missing_weights_and_sample_sizes(records: list[dict[str, Any
 
 def test_extra_rows_only_with_records(records: list[dict[str, Any]]) -> None:
     df = build_table1(records)
+    # registry order (Med-StyleGAN2 before DCGAN), then the real floor
     assert list(df["model"][9:]) == [
+        "Med-StyleGAN2 (all)",
         "DCGAN (COVID-19)",
         "Real train vs real held-out (Normal)",
-        "Med-StyleGAN2 (all)",
     ]
     assert set(df["source"][9:]) == {"ours"}
     dcgan = row(df, "DCGAN (COVID-19)")
@@ -199,8 +201,27 @@ def test_unverified_weights_never_show_a_number(records: list[dict[str, Any]]) -
     assert normal["KID x1e3 (pytorch-fid)"] == "12.300 ± 0.400"  # verified records keep their numbers
 
 
-def test_extra_rows_are_the_rows_that_are_written() -> None:
-    labels = [label for label, _ in extra_rows()]
-    assert labels[:3] == ["GAN (COVID-19)", "GAN (Non-COVID)", "GAN (Normal)"]
-    assert labels[3:6] == ["DCGAN (COVID-19)", "DCGAN (Non-COVID)", "DCGAN (Normal)"]
-    assert labels[6:] == [f"Real train vs real held-out ({c})" for c in ("COVID-19", "Non-COVID", "Normal")]
+def test_family_rows_are_labelled_by_the_registry() -> None:
+    labels = [label for label, _ in family_rows("dcgan")]
+    assert labels == ["DCGAN (all)", "DCGAN (COVID-19)", "DCGAN (Non-COVID)", "DCGAN (Normal)"]
+    assert family_rows(REAL_BASELINE_MODEL)[1] == (
+        "Real train vs real held-out (COVID-19)",
+        (REAL_BASELINE_MODEL, "COVID-19"),
+    )
+
+
+def test_our_rows_of_a_quoted_model_follow_its_literature_row() -> None:
+    """StarGAN is quoted by the paper (LPIPS 0.212, other data): our StarGAN rows come right below the quote,
+    with the quoted LPIPS beside our numbers; SDGAN, which no family reproduces, stays a quote alone."""
+    records = [
+        rec("stargan", c, "fd_classifier", "domain:classifier", v, n_real=40, n_fake=64)
+        for c, v in (("Normal", 5.0), ("COVID-19", 7.0))
+    ]
+    df = build_table1(records)
+    models = list(df["model"])
+    at = models.index("StarGAN (literature)")
+    assert models[at + 1 : at + 3] == ["StarGAN (COVID-19)", "StarGAN (Normal)"]
+    ours = row(df, "StarGAN (Normal)")
+    assert (ours["LPIPS paper"], ours["FD (classifier) [95% CI]"]) == ("0.212", "5.000")
+    assert ours["source"] == "ours (LPIPS paper: literature, quoted)"
+    assert models[-1] == "SDGAN (literature)" and len(models) == 11

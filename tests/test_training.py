@@ -48,7 +48,18 @@ def tensors(tree, prefix: str = "") -> dict[str, torch.Tensor]:
 
 # bf16: the cpu profile's training on a CPU with bf16 units (amp="auto")
 @pytest.mark.parametrize(
-    ("model", "amp"), [("medsg", "off"), ("dcgan", "off"), ("medsg", "bf16"), ("dcgan", "bf16")]
+    ("model", "amp"),
+    [
+        ("medsg", "off"),
+        ("dcgan", "off"),
+        ("medsg", "bf16"),
+        ("dcgan", "bf16"),
+        ("stargan", "off"),
+        ("stargan", "bf16"),
+        ("cyclegan", "off"),
+        ("cyclegan", "bf16"),
+        ("rsgan", "off"),
+    ],
 )
 def test_resumed_run_equals_uninterrupted_run(tmp_path: Path, model: str, amp: str) -> None:
     cfg = tiny_cfg(model, amp=amp)
@@ -63,6 +74,8 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path: Path, model: str, amp: s
     assert any(".optimizers." in k and k.endswith("exp_avg_sq") for k in a)
     unequal = [k for k in a if not torch.equal(a[k], b[k])]
     assert unequal == []
+    if model == "cyclegan":  # the image pools are state: full after step 1, drawn from afterwards
+        assert int(a[".nets.image_pools.covid_a_count"]) == 3
     # the run did train: weights moved from step 2
     mid = tensors(final_state(tmp_path / "b", 2))
     assert all(not torch.equal(mid[k], a[k]) for k in a if k.endswith(".weight") and ".nets." in k)

@@ -54,7 +54,18 @@ class StepPlan:
     """The random choices of one step on one rank (all drawn from the step's generator)."""
 
     items: list[tuple[int, int]]  # (dataset index, augmentation seed) of every image the step reads
-    z: list[Tensor] = field(default_factory=list)  # latents, each (B, dim) ~ N(0, I), on CPU
+    z: list[Tensor] = field(default_factory=list)  # latents or other float draws, each (B, ...), on CPU
+    labels: list[Tensor] = field(default_factory=list)  # class labels of the fakes, each (B,) int64, on CPU
+    seeds: list[int] = field(default_factory=list)  # seeds of draws made inside the step (e.g. an image pool)
+
+    def to(self, device: torch.device) -> StepPlan:
+        """The plan with its tensors on ``device`` (non-blocking)."""
+        return StepPlan(
+            items=self.items,
+            z=[t.to(device, non_blocking=True) for t in self.z],
+            labels=[t.to(device, non_blocking=True) for t in self.labels],
+            seeds=self.seeds,
+        )
 
 
 @dataclass
@@ -66,6 +77,8 @@ class Batch:
     x_refs: tuple[Tensor, ...] = ()  # reference images (B, C, H, W) of domains y_trg (image-to-image models)
     y_trg: Tensor | None = None  # (B,) int64
     z: tuple[Tensor, ...] = ()  # latents (B, dim)
+    y_fake: tuple[Tensor, ...] = ()  # class labels of the fakes (B,) int64 (class-conditional models)
+    seeds: tuple[int, ...] = ()  # the plan's seeds of draws made inside the step
 
 
 @dataclass(frozen=True)
@@ -74,6 +87,7 @@ class SampleInputs:
 
     z: Tensor  # (N, dim), CPU
     x_src: Tensor | None = None  # (N, C, H, W) in [-1, 1], CPU (image-to-image models)
+    y_src: Tensor | None = None  # (N,) int64 classes of x_src
 
 
 @dataclass(frozen=True)
@@ -92,15 +106,38 @@ class ModelFamily(ABC):
     """One model family; subclass it, then add one line to :data:`medsg_lib.families.FAMILIES`."""
 
     name: ClassVar[str]  # registry key; names runs (``runs/<profile>/<name>``) and records
-    label: ClassVar[str]  # shown in tables and figures, e.g. "Med-StyleGAN2"
+    label: ClassVar[str]  # shown in tables, figures and the audit, e.g. "Med-StyleGAN2"
+    # the row of the paper's Table 1 this family's records fill or stand beside (medsg_lib.table1.PAPER_TABLE1:
+    # "GAN", "DCGAN", "Med-StyleGAN2", "StarGAN", ...); None: the paper has no such row
+    paper_row: ClassVar[str | None] = None
+    # capabilities, which notebooks and tables ask for (never a name): `translates` (image-to-image: generation
+    # translates source images), `class_conditional` (one trained model generates every class)
+    class_conditional: ClassVar[bool] = False
+    # this family's config and loop fields per profile name (a profile's own entries override them); a profile
+    # absent here trains the family with its config's defaults (the paper's) and the profile's loop
+    profile_nets: ClassVar[Mapping[str, Any]] = {}
+    profile_loops: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
     config_cls: ClassVar[type]  # the frozen dataclass of the model's own fields (``TrainConfig.net``)
     ema_nets: ClassVar[tuple[str, ...]] = ()  # networks with an EMA copy, updated by the family's step
     inference_nets: ClassVar[tuple[str, ...]] = ("generator",)  # what generation needs (EMA copy if any)
     translates: ClassVar[bool] = False  # image-to-image: generation translates validation images
+    # a translator whose output is a function of the source alone (no latent): one output per source and
+    # target, and its diversity is measured over random pairs of outputs, not within a source's outputs
+    deterministic: ClassVar[bool] = False
     # nets that TrainConfig.compile may torch.compile (not those whose loss needs a double backward, e.g. R1:
     # AOTAutograd, which torch.compile uses for training, does not support it)
     compile_nets: ClassVar[tuple[str, ...]] = ()
     reproduce_targets: ClassVar[tuple[str, ...]] = ("all",)  # runs `reproduce` trains: target classes
+
+    def inference_nets_of(self, cfg: TrainConfig) -> tuple[str, ...]:
+        """The networks generation loads for a run of ``cfg`` (default :attr:`inference_nets`; a family whose
+        networks depend on its config overrides this)."""
+        return self.inference_nets
+
+    def sizes(self, profile: str) -> tuple[Any, dict[str, Any]]:
+        """(this family's config, its loop fields) in the named profile: :attr:`profile_nets` and
+        :attr:`profile_loops` (None and {} where absent)."""
+        return self.profile_nets.get(profile), dict(self.profile_loops.get(profile, {}))
 
     def check_config(self, cfg: TrainConfig) -> None:  # noqa: B027 (optional hook: no constraint by default)
         """Raise ``ValueError`` (naming the field) if ``cfg`` is not a run this family can train."""
@@ -123,9 +160,9 @@ class ModelFamily(ABC):
         train this model (e.g. too few classes)."""
 
     @abstractmethod
-    def to_batch(self, x: Tensor, y: Tensor, z: Sequence[Tensor]) -> Batch:
+    def to_batch(self, x: Tensor, y: Tensor, plan: StepPlan) -> Batch:
         """Split the loader's stacked images ``x`` and labels ``y`` (in the order of the plan's items) and the
-        plan's latents, all already on the device, into a :class:`Batch`."""
+        plan's latents and labels, all already on the device, into a :class:`Batch`."""
 
     @abstractmethod
     def train_step(

@@ -26,7 +26,9 @@ class DCGANConfig(NoiseConfig):
 class DCGAN(NoiseGAN):
     name = "dcgan"
     label = "DCGAN"
+    paper_row = "DCGAN"
     config_cls = DCGANConfig
+    profile_nets = {"smoke": DCGANConfig(ngf=8, ndf=8), "cpu": DCGANConfig(ngf=32, ndf=32)}
 
     def build(self, cfg: TrainConfig, num_domains: int = NUM_DOMAINS) -> dict[str, nn.Module]:
         net: DCGANConfig = cfg.net

@@ -137,21 +137,54 @@ def reference_of(seed: int, references: Sequence[XrayRecord]) -> str:
     return str(references[int(torch.randint(len(references), (1,), generator=gen))].image_path)
 
 
-def _stack(lookup: Mapping[str, Tensor] | None, paths: Sequence[str | None], device: torch.device) -> Tensor:
+def stack_sources(
+    lookup: Mapping[str, Tensor] | None,
+    paths: Sequence[str | None],
+    device: torch.device,
+    label: str = "Med-StyleGAN2",
+) -> Tensor:
+    """The images of ``paths`` from ``lookup`` stacked ``(B, C, H, W)`` in [-1, 1] on ``device`` (a translator's
+    sources or references); ``label`` names the model in the error when they are missing."""
     if lookup is None or any(p is None for p in paths):
-        raise ValueError("Med-StyleGAN2 items need source (and reference) images: pass dataset_lookup")
+        raise ValueError(f"{label} items need source (and reference) images: pass dataset_lookup")
     return torch.stack([lookup[p] for p in paths]).to(device)  # (B, C, H, W) in [-1, 1]
+
+
+def sample_sources(cfg: TrainConfig, dataset: Dataset, labels: Tensor, latent_dim: int) -> SampleInputs:
+    """A translator's fixed sample inputs: :data:`SOURCES_PER_DOMAIN` distinct source images of each present
+    domain (fewer if a domain has fewer) and one latent ``(latent_dim,)`` each, from ``cfg.seed``."""
+    gen = torch.Generator().manual_seed(cfg.seed)
+    by_domain = indices_by_domain(labels)
+    indices = [
+        int(i)
+        for d in sorted(by_domain)
+        for i in by_domain[d][torch.randperm(len(by_domain[d]), generator=gen)[:SOURCES_PER_DOMAIN]]
+    ]
+    items = SeededItems(dataset)
+    x_src = torch.stack(
+        [items[(i, s)][0] for i, s in zip(indices, item_seeds(len(indices), gen), strict=True)]
+    )
+    z = torch.randn(len(indices), latent_dim, generator=gen)
+    return SampleInputs(z=z, x_src=x_src, y_src=labels[indices].clone())
 
 
 class MedStyleGAN2(ModelFamily):
     name = "medsg"
     label = "Med-StyleGAN2"
+    paper_row = "Med-StyleGAN2"
+    class_conditional = True
     config_cls = MedSGConfig
     ema_nets = EMA_NETS
     inference_nets = EMA_NETS
     compile_nets = EMA_NETS  # D stays eager: R1 back-propagates through its input gradient (double backward)
     translates = True
     reproduce_targets = ("all",)
+    # EMA horizon ~1/(1-beta) iterations: the paper's 0.999 suits 100k iterations; after the cpu profile's 1,000
+    # it would still hold 37% of the random initial weights (measured: noise-like samples at step 300)
+    profile_nets = {
+        "smoke": MedSGConfig(base_width=8, max_width=32, mapping_hidden=32, ds_decay_iters=4, ema_beta=0.5),
+        "cpu": MedSGConfig(base_width=8, max_width=64, mapping_hidden=64, ds_decay_iters=1000, ema_beta=0.99),
+    }
 
     def check_config(self, cfg: TrainConfig) -> None:
         if cfg.target_class != "all":
@@ -205,10 +238,10 @@ class MedStyleGAN2(ModelFamily):
             )
         return lambda gen: plan_medsg_step(gen, by_domain, batch, cfg.net.latent_dim)
 
-    def to_batch(self, x: Tensor, y: Tensor, z: Sequence[Tensor]) -> Batch:
-        b = len(z[0])  # the real batch, then two sets of references
+    def to_batch(self, x: Tensor, y: Tensor, plan: StepPlan) -> Batch:
+        b = len(plan.z[0])  # the real batch, then two sets of references
         return Batch(
-            x_real=x[:b], y_org=y[:b], x_refs=(x[b : 2 * b], x[2 * b :]), y_trg=y[b : 2 * b], z=tuple(z)
+            x_real=x[:b], y_org=y[:b], x_refs=(x[b : 2 * b], x[2 * b :]), y_trg=y[b : 2 * b], z=tuple(plan.z)
         )
 
     def train_step(
@@ -245,20 +278,8 @@ class MedStyleGAN2(ModelFamily):
         return terms
 
     def sample_inputs(self, cfg: TrainConfig, dataset: Dataset, labels: Tensor) -> SampleInputs:
-        """:data:`SOURCES_PER_DOMAIN` distinct source images of each present domain (fewer if a domain has
-        fewer) and one latent each."""
-        gen = torch.Generator().manual_seed(cfg.seed)
-        by_domain = indices_by_domain(labels)
-        indices = [
-            int(i)
-            for d in sorted(by_domain)
-            for i in by_domain[d][torch.randperm(len(by_domain[d]), generator=gen)[:SOURCES_PER_DOMAIN]]
-        ]
-        items = SeededItems(dataset)
-        x_src = torch.stack(
-            [items[(i, s)][0] for i, s in zip(indices, item_seeds(len(indices), gen), strict=True)]
-        )
-        return SampleInputs(z=torch.randn(len(indices), cfg.net.latent_dim, generator=gen), x_src=x_src)
+        """:func:`sample_sources` with one latent each."""
+        return sample_sources(cfg, dataset, labels, cfg.net.latent_dim)
 
     @torch.no_grad()
     def sample_grid(
@@ -337,7 +358,7 @@ class MedStyleGAN2(ModelFamily):
     ) -> Tensor:
         """``G(x_src, s_trg)`` with ``s_trg = F(z, y_trg)`` or ``E(x_ref, y_trg)``; unclamped."""
         net: MedSGConfig = cfg.net
-        x_src = _stack(lookup, [it.source_image for it in items], device)  # (B, C, H, W) in [-1, 1]
+        x_src = stack_sources(lookup, [it.source_image for it in items], device)  # (B, C, H, W) in [-1, 1]
         y_trg = torch.tensor([class_index(it.target_class) for it in items], device=device)  # (B,)
         s_trg = torch.empty(len(items), net.style_dim, device=device)  # (B, style_dim)
         latent = [i for i, it in enumerate(items) if it.mode == "latent"]
@@ -348,7 +369,7 @@ class MedStyleGAN2(ModelFamily):
             z_trg = torch.stack([item_latent(items[i].seed, net.latent_dim) for i in latent]).to(device)
             s_trg[latent] = nets["mapping_network"](z_trg, y_trg[latent])
         if reference:
-            x_ref = _stack(lookup, [items[i].reference_image for i in reference], device)
+            x_ref = stack_sources(lookup, [items[i].reference_image for i in reference], device)
             s_trg[reference] = nets["style_encoder"](x_ref, y_trg[reference])
         return nets["generator"](x_src, s_trg)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -43,6 +43,16 @@ if TYPE_CHECKING:
 
 NUM_SAMPLES = 16  # 4 x 4 grid of fixed-latent samples
 
+# The noise baselines' loop per profile (a profile's own loop_overrides win). cpu: sized for a 2-core CPU (README
+# "Measured"); paper and paper-faithful: the authors' DCGAN, 64 px, batch 128, 100 epochs of 33,920 images =
+# 26,500 iterations.
+_PAPER_LOOP = {"img_size": 64, "batch_size": 128, "iterations": 26_500}
+NOISE_LOOPS: dict[str, dict[str, Any]] = {
+    "cpu": {"batch_size": 32, "iterations": 500, "sample_every": 250, "ckpt_every": 250},
+    "paper": _PAPER_LOOP,
+    "paper-faithful": _PAPER_LOOP,
+}
+
 
 @dataclass(frozen=True)
 class NoiseConfig:
@@ -69,6 +79,7 @@ class NoiseGAN(ModelFamily):
 
     reproduce_targets = ("all", *CLASS_NAMES)
     compile_nets = ("generator", "discriminator")
+    profile_loops = NOISE_LOOPS
 
     def optimizers(self, cfg: TrainConfig, nets: Mapping[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
         return {
@@ -90,24 +101,32 @@ class NoiseGAN(ModelFamily):
                 )
         return lambda gen: plan_noise_step(gen, pool, batch, cfg.net.nz)
 
-    def to_batch(self, x: Tensor, y: Tensor, z: Sequence[Tensor]) -> Batch:
-        return Batch(x_real=x, y_org=y, z=tuple(z))
+    def to_batch(self, x: Tensor, y: Tensor, plan: StepPlan) -> Batch:
+        return Batch(x_real=x, y_org=y, z=tuple(plan.z))
+
+    def d_loss(self, disc: nn.Module, gen: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
+        """The discriminator's loss and its parts: BCE on real and on ``G(z)`` (a subclass may change it)."""
+        return losses.baseline_d_loss(disc, gen, batch.x_real, batch.z[0])
+
+    def g_loss(self, disc: nn.Module, gen: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
+        """The generator's loss and its parts: non-saturating BCE (a subclass may change it)."""
+        return losses.baseline_g_loss(disc, gen, batch.z[0])
 
     def train_step(
         self, state: TrainState, batch: Batch, cfg: TrainConfig, ctx: StepContext
     ) -> dict[str, Tensor | float]:
-        """A BCE discriminator step, then a non-saturating generator step (same z)."""
+        """A discriminator step (:meth:`d_loss`), then a generator step (:meth:`g_loss`) with the same z."""
         gen, disc = state.nets["generator"], state.nets["discriminator"]
         terms: dict[str, Tensor | float] = {}
         # one autocast region per loss, the update outside it (autocast caches bf16 weight copies per region)
         with frozen(gen):
             with autocast(ctx.device, cfg.amp):
-                loss, parts = losses.baseline_d_loss(disc, gen, batch.x_real, batch.z[0])
+                loss, parts = self.d_loss(disc, gen, batch)
             record_terms(terms, "d", loss, parts)
             optimise(loss, [disc], [state.optimizers["discriminator"]], ctx.info)
         with frozen(disc):
             with autocast(ctx.device, cfg.amp):
-                loss, parts = losses.baseline_g_loss(disc, gen, batch.z[0])
+                loss, parts = self.g_loss(disc, gen, batch)
             record_terms(terms, "g", loss, parts)
             optimise(loss, [gen], [state.optimizers["generator"]], ctx.info)
         broadcast_state(state.nets.values(), ctx.info.world_size, buffers_only=True)

@@ -252,7 +252,7 @@ def _group_tensors(groups: Iterator[list[Path]], counter: list[int]) -> Iterator
 def lpips_protocol(images: GeneratedSet) -> str:
     """Groups of outputs of one source image when the manifest gives every file a source image, else random
     pairs of samples."""
-    return lpips_div.LPIPS_GROUP_PROTOCOL if images.image_to_image else lpips_div.LPIPS_PAIRS_PROTOCOL
+    return lpips_div.LPIPS_GROUP_PROTOCOL if images.grouped_by_source else lpips_div.LPIPS_PAIRS_PROTOCOL
 
 
 def _subset(n: int, seed: int) -> np.ndarray:
@@ -270,7 +270,7 @@ def _chosen_files(files: tuple[Path, ...], seed: int) -> list[Path]:
 def _lpips_value(model: lpips_div.LpipsModel, images: GeneratedSet, seed: int) -> dict[str, Any]:
     """LPIPS diversity within source groups (from the manifest) or over random pairs of a seeded subset of at
     most :data:`LPIPS_MAX_IMAGES` images."""
-    if images.image_to_image:
+    if images.grouped_by_source:
         counter = [0]
         groups = lpips_groups(images.manifest_dir, images.target_class)
         value, num_groups = lpips_div.lpips_diversity(model, _group_tensors(groups, counter))
@@ -350,7 +350,7 @@ def msssim_records(
         "scale_weights": scales["weights"],
         "win_size": scales["win_size"],
     }
-    if isinstance(other, GeneratedSet) and other.image_to_image:
+    if isinstance(other, GeneratedSet) and other.grouped_by_source:
         paths = list(lpips_groups(other.manifest_dir, other.target_class))
         fields = {"protocol": msssim.MSSSIM_GROUP_PROTOCOL, "num_groups": len(paths)}
         if not paths:

@@ -149,6 +149,13 @@ class GeneratedSet:
         """True when every file translates a source image (outputs can be grouped by source image)."""
         return self.source_images is not None
 
+    @property
+    def grouped_by_source(self) -> bool:
+        """True when every file translates a source image and some source has several outputs (a stochastic
+        translator such as Med-StyleGAN2): diversity is then measured within each source's outputs. A
+        deterministic translator (StarGAN, CycleGAN: one output per source) is measured over random pairs."""
+        return self.source_images is not None and len(set(self.source_images)) < len(self.source_images)
+
 
 def _per_file(
     frame: pd.DataFrame, out_dir: Path, files: Sequence[Path], column: str

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from torch import nn
 
+from medsg_lib.models.cyclegan import PatchDiscriminator, ResnetGenerator, cyclegan_init_
 from medsg_lib.models.dcgan import DCGANDiscriminator, DCGANGenerator, dcgan_init_
 from medsg_lib.models.gan import MLPDiscriminator, MLPGenerator
 from medsg_lib.models.medsg import Discriminator, Generator, MappingNetwork, StyleEncoder
+from medsg_lib.models.stargan import StarGANDiscriminator, StarGANGenerator
 
 __all__ = [
     "DCGANDiscriminator",
@@ -18,8 +20,13 @@ __all__ = [
     "MLPDiscriminator",
     "MLPGenerator",
     "MappingNetwork",
+    "PatchDiscriminator",
+    "ResnetGenerator",
+    "StarGANDiscriminator",
+    "StarGANGenerator",
     "StyleEncoder",
     "count_parameters",
+    "cyclegan_init_",
     "dcgan_init_",
 ]
 

@@ -34,8 +34,8 @@ from medsg_lib.devices import (
     init_distributed,
     resolve_amp,
 )
-from medsg_lib.families import get_family
-from medsg_lib.families.base import StepContext, TrainState
+from medsg_lib.families import family_of, resolve
+from medsg_lib.families.base import ModelFamily, StepContext, TrainState
 from medsg_lib.files import CONFIG_NAME, LOG_NAME, append_jsonl, write_json_atomic
 from medsg_lib.heartbeat import Heartbeat
 from medsg_lib.training.plan import StepPlans, check_dataset, make_loader, make_plan_fn
@@ -58,24 +58,28 @@ def run_steps(
     stop: int,
     device: torch.device,
     info: DistInfo,
+    family: ModelFamily | None = None,
 ) -> Iterator[dict[str, Tensor | float]]:
     """Train from ``state.step`` to ``stop``; yields each step's loss terms (detached tensors, see
-    :meth:`ModelFamily.train_step`) once ``state.step`` is updated."""
+    :meth:`ModelFamily.train_step`) once ``state.step`` is updated. ``family``: the resolved family of ``cfg``
+    (the trainer resolves it once); None resolves ``cfg`` here."""
+    if family is None:
+        cfg = resolve(cfg)
+        family = family_of(cfg)
     if cfg.batch_size % info.world_size:
         raise ValueError(
             f"TrainConfig.batch_size={cfg.batch_size} (the global batch) must be divisible by the world size "
             f"{info.world_size}"
         )
-    family = get_family(cfg.model)
-    plans = StepPlans(make_plan_fn(cfg, labels, cfg.batch_size // info.world_size, info.rank))
+    plans = StepPlans(make_plan_fn(cfg, labels, cfg.batch_size // info.world_size, info.rank, family))
     ctx = StepContext(device=device, info=info)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     loader = make_loader(dataset, plans, state.step, stop, cfg, device)
     for t, (x, y) in enumerate(loader, start=state.step + 1):
         x = x.to(device, non_blocking=True).contiguous(memory_format=memory_format)
         y = y.to(device, non_blocking=True)
-        z = [zi.to(device, non_blocking=True) for zi in plans.take(t).z]
-        terms = family.train_step(state, family.to_batch(x, y, z), cfg, ctx)
+        plan = plans.take(t).to(device)
+        terms = family.train_step(state, family.to_batch(x, y, plan), cfg, ctx)
         state.step = t
         yield terms
 
@@ -137,6 +141,8 @@ def train(
         ValueError: config mismatch on resume; data that does not fit ``cfg``.
     """
     run_dir = Path(run_dir)
+    cfg = resolve(cfg)
+    family = family_of(cfg)  # resolved once, handed to everything below
     with init_distributed(cfg.device) as (info, device):
         cfg = replace(cfg, amp=resolve_amp(cfg.amp, device))  # recorded as used ("auto" never is)
         config = run_config(cfg, data_cfg)
@@ -149,16 +155,17 @@ def train(
                 data_cfg, "train", phantoms, train=True, progress=progress and info.is_main
             )
         labels = check_dataset(dataset, cfg)
-        state = build_train_state(cfg, device)
+        state = build_train_state(cfg, device, family)
         if resume:
             _resume(state, run_dir, device, info)
         broadcast_state([*state.nets.values(), *state.ema.values()], info.world_size)
         stop = cfg.iterations if stop_at is None else min(stop_at, cfg.iterations)
-        _train_loop(state, cfg, dataset, labels, stop, run_dir, config, device, info, progress)
+        _train_loop(family, state, cfg, dataset, labels, stop, run_dir, config, device, info, progress)
     return run_dir
 
 
 def _train_loop(
+    family: ModelFamily,
     state: TrainState,
     cfg: TrainConfig,
     dataset: Dataset,
@@ -173,7 +180,7 @@ def _train_loop(
     """Steps ``state.step + 1 .. stop`` with logging, samples and checkpoints (rank 0 writes)."""
     if state.step >= stop:
         return
-    inputs = get_family(cfg.model).sample_inputs(cfg, dataset, labels)
+    inputs = family.sample_inputs(cfg, dataset, labels)
     window = LogWindow(cfg.batch_size)
     heartbeat = Heartbeat(f"train {run_dir.name}")
     bar = tqdm(
@@ -183,7 +190,7 @@ def _train_loop(
         disable=not (progress and info.is_main),
     )
     with bar:
-        for terms in run_steps(state, cfg, dataset, labels, stop, device, info):
+        for terms in run_steps(state, cfg, dataset, labels, stop, device, info, family):
             t = state.step
             window.add(t, terms)
             bar.update(1)
@@ -201,7 +208,7 @@ def _train_loop(
                 if info.is_main:
                     append_jsonl(run_dir / LOG_NAME, record)
             if info.is_main and is_sample:
-                save_samples(state, cfg, inputs, run_dir, device)
+                save_samples(family, state, cfg, inputs, run_dir, device)
             if is_ckpt:
                 fingerprints = check_ranks_agree(state, info) if info.distributed else None
                 if info.is_main:

@@ -18,8 +18,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from medsg_lib.config import TrainConfig
 from medsg_lib.data import dataset_labels
-from medsg_lib.families import get_family
-from medsg_lib.families.base import SeededItems, StepPlan
+from medsg_lib.families import family_of, resolve
+from medsg_lib.families.base import ModelFamily, SeededItems, StepPlan
 
 
 def step_seed(seed: int, step: int, rank: int) -> int:
@@ -33,9 +33,15 @@ def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
     return torch.Generator().manual_seed(step_seed(seed, step, rank))
 
 
-def make_plan_fn(cfg: TrainConfig, labels: Tensor, batch: int, rank: int) -> Callable[[int], StepPlan]:
-    """``plan_fn(t)``: the :class:`StepPlan` of step ``t`` on ``rank`` with a per-rank ``batch``."""
-    planner = get_family(cfg.model).step_planner(cfg, labels, batch)
+def make_plan_fn(
+    cfg: TrainConfig, labels: Tensor, batch: int, rank: int, family: ModelFamily | None = None
+) -> Callable[[int], StepPlan]:
+    """``plan_fn(t)``: the :class:`StepPlan` of step ``t`` on ``rank`` with a per-rank ``batch``
+    (``family``: the resolved family of ``cfg``; None resolves it here)."""
+    if family is None:
+        cfg = resolve(cfg)
+        family = family_of(cfg)
+    planner = family.step_planner(cfg, labels, batch)
     return lambda t: planner(step_generator(cfg.seed, t, rank))
 
 

@@ -24,9 +24,9 @@ from torch import Tensor
 from torchvision.utils import save_image
 
 from medsg_lib.checkpoint import latest_checkpoint
-from medsg_lib.config import DataConfig, TrainConfig, from_jsonable, to_jsonable
-from medsg_lib.families import get_family
-from medsg_lib.families.base import SampleInputs, TrainState
+from medsg_lib.config import DataConfig, TrainConfig, to_jsonable
+from medsg_lib.families import get_family, load_train_config
+from medsg_lib.families.base import ModelFamily, SampleInputs, TrainState
 from medsg_lib.files import (
     CHECKPOINT_DIR,
     CONFIG_NAME,
@@ -175,10 +175,15 @@ def check_finite(terms: dict[str, float], step: int, run_dir: Path) -> None:
 
 
 def save_samples(
-    state: TrainState, cfg: TrainConfig, inputs: SampleInputs, run_dir: Path, device: torch.device
+    family: ModelFamily,
+    state: TrainState,
+    cfg: TrainConfig,
+    inputs: SampleInputs,
+    run_dir: Path,
+    device: torch.device,
 ) -> Path:
     """Write ``run_dir/samples/step_{t:07d}.png`` (the family's sample grid) and return its path."""
-    images, nrow = get_family(cfg.model).sample_grid(state, cfg, inputs, device)
+    images, nrow = family.sample_grid(state, cfg, inputs, device)
     path = run_dir / SAMPLES_DIR / f"step_{state.step:07d}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     save_image(images, path, nrow=nrow, normalize=True, value_range=(-1, 1))
@@ -201,7 +206,7 @@ def run_train_config(run_dir: Path) -> TrainConfig:
     path = Path(run_dir) / CONFIG_NAME
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: {run_dir} is not a training run directory (train first)")
-    return from_jsonable(TrainConfig, read_json(path)["train"])
+    return load_train_config(read_json(path)["train"])
 
 
 def run_summary(run_dir: Path) -> dict[str, Any]:

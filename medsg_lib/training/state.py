@@ -12,15 +12,20 @@ from torch import Tensor
 
 from medsg_lib.config import TrainConfig
 from medsg_lib.devices import DistInfo, compile_module, gather_fingerprints
-from medsg_lib.families import get_family
-from medsg_lib.families.base import NUM_DOMAINS, TrainState
+from medsg_lib.families import family_of, resolve
+from medsg_lib.families.base import NUM_DOMAINS, ModelFamily, TrainState
 
 
-def build_train_state(cfg: TrainConfig, device: torch.device) -> TrainState:
+def build_train_state(
+    cfg: TrainConfig, device: torch.device, family: ModelFamily | None = None
+) -> TrainState:
     """Fresh networks (seeded with ``cfg.seed``), EMA copies of the family's ``ema_nets`` and optimisers, on
     ``device``; with ``cfg.compile`` the family's ``compile_nets`` are compiled in place (the EMA copies, used
-    only for samples and generation, stay eager)."""
-    family = get_family(cfg.model)
+    only for samples and generation, stay eager). ``family``: the resolved family of ``cfg`` (the trainer
+    resolves it once); None resolves ``cfg`` here."""
+    if family is None:
+        cfg = resolve(cfg)
+        family = family_of(cfg)
     torch.manual_seed(cfg.seed)
     memory_format = torch.channels_last if cfg.channels_last else torch.preserve_format
     nets = {
