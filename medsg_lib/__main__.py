@@ -260,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train one model (resumes from the run's latest checkpoint)")
     p.add_argument("--profile", default="cpu", choices=PROFILE_NAMES)
-    p.add_argument("--model", default="medsg", choices=tuple(FAMILIES))
+    p.add_argument("--model", default=next(iter(FAMILIES)), choices=tuple(FAMILIES))
     p.add_argument("--target-class", default="all", help="all, or one class for the baselines")
     p.add_argument("--iterations", type=int, default=0, help="0: the profile's")
     p.add_argument("--device", default="", help="auto | cpu | cuda | mps (empty: the profile's)")
@@ -284,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="benchmarks: bench train --model medsg --img-size 256 --batch-size 8")
     bench = p.add_subparsers(dest="what", required=True)
     b = bench.add_parser("train", help="images/s, s/iteration and peak memory of training steps")
-    b.add_argument("--model", default="medsg", choices=tuple(FAMILIES))
+    b.add_argument("--model", default=next(iter(FAMILIES)), choices=tuple(FAMILIES))
     b.add_argument(
         "--profile", default="paper", choices=PROFILE_NAMES, help="widths and settings to start from"
     )

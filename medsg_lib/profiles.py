@@ -47,6 +47,9 @@ class Profile:
     # Figure 1's classifier where the main one's Grad-CAM maps are too coarse (layer3 is H/16: 4x4 at 64 px);
     # None: the main classifier serves Figure 1 too
     cam_classifier: ClassifierConfig | None = None
+    # epochs of the utility experiment's classifiers (0: the main classifier's); it trains one on real images and
+    # two per class-conditional generator
+    utility_epochs: int = 0
 
     def train_config(self, model: str, target_class: str = "all") -> TrainConfig:
         """The resolved training config of ``model`` for ``target_class`` in this profile: the profile's loop,
@@ -105,6 +108,9 @@ def _build_profiles() -> dict[str, Profile]:
         cam_classifier=ClassifierConfig(
             img_size=64, epochs=4, batch_size=32, stem="fine", amp="auto", channels_last=True
         ),
+        # 7 classifiers (real; synthetic and real + synthetic for each of 3 generators): half the main one's
+        # epochs keeps the embedded-default reproduce within its time
+        utility_epochs=4,
     )
     paper = Profile(
         name="paper",

@@ -49,6 +49,14 @@ offline. FRD: Fréchet Radiomic Distance v1 (frd-score; ~400 PyRadiomics feature
 set, log of the squared Fréchet distance; lower is better, a difference of 0.69 is a factor 2; no pretrained
 weights). MS-SSIM: between outputs, on the same pairs as LPIPS (lower = more diverse); for the real rows,
 between random held-out images of the class (the diversity of the real data).
+StarGAN, CycleGAN and RSGAN: the paper quotes their LPIPS from other papers on other data ("literature, quoted");
+we rerun them here on the same images and metrics, and their rows carry the quoted LPIPS beside ours, for
+reference only. StarGAN and CycleGAN are deterministic translators: one output per validation source image (so
+n_fake can be below the other rows'), and their LPIPS / MS-SSIM are over random pairs of outputs. CycleGAN is two
+two-domain models, Normal <-> COVID-19 and Normal <-> Non-COVID: COVID-19 and Non-COVID images are translated
+from Normal ones, Normal images from both. RSGAN is the relativistic standard GAN loss on the DCGAN networks. SDGAN
+stays quoted: it learns from identity-paired images (several images of one subject under varied conditions), which
+class-labelled X-ray sets do not have.
 """
 
 

@@ -35,7 +35,7 @@ from torch.utils.data import Dataset
 
 from medsg_lib import losses
 from medsg_lib.config import CLASS_NAMES, CLASS_SLUGS, check_positive
-from medsg_lib.devices import autocast
+from medsg_lib.devices import autocast, broadcast_state
 from medsg_lib.families.base import (
     NUM_DOMAINS,
     Batch,
@@ -249,6 +249,8 @@ class CycleGAN(ModelFamily):
             parts = {**{f"b_{k}": v for k, v in parts_b.items()}, **{f"a_{k}": v for k, v in parts_a.items()}}
             record_terms(terms, f"{p}_d", loss_a + loss_b, parts)
             optimise(loss_a + loss_b, [d_a, d_b], [opt[f"{p}_d"]], ctx.info)
+        # buffers (instance-norm statistics, image pools) from rank 0, so that the ranks' states stay equal
+        broadcast_state(state.nets.values(), ctx.info.world_size, buffers_only=True)
         return terms
 
     def sample_inputs(self, cfg: TrainConfig, dataset: Dataset, labels: Tensor) -> SampleInputs:

@@ -21,7 +21,8 @@ generation, as the reference's test code, which never switches it to eval mode.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -32,7 +33,7 @@ from torch.utils.data import Dataset
 
 from medsg_lib import losses
 from medsg_lib.config import CLASS_NAMES, check_positive
-from medsg_lib.devices import AutocastModule, autocast
+from medsg_lib.devices import AutocastModule, autocast, broadcast_state
 from medsg_lib.families.base import (
     NUM_DOMAINS,
     Batch,
@@ -222,6 +223,8 @@ class StarGAN(ModelFamily):
                 )
             record_terms(terms, "g", loss, parts)
             optimise(loss, [gen], [state.optimizers["generator"]], ctx.info)
+        # buffers (instance-norm statistics, image pools) from rank 0, so that the ranks' states stay equal
+        broadcast_state(state.nets.values(), ctx.info.world_size, buffers_only=True)
         return terms
 
     def sample_inputs(self, cfg: TrainConfig, dataset: Dataset, labels: Tensor) -> SampleInputs:
@@ -236,9 +239,10 @@ class StarGAN(ModelFamily):
         x_src = inputs.x_src.to(device)
         gen = state.nets["generator"]
         columns = [x_src]
-        for d in range(NUM_DOMAINS):
-            y = torch.full((len(x_src),), d, dtype=torch.int64, device=device)
-            columns.append(gen(x_src, one_hot(y)))
+        with kept_buffers(gen):  # rank 0 alone draws samples: its running statistics must not move
+            for d in range(NUM_DOMAINS):
+                y = torch.full((len(x_src),), d, dtype=torch.int64, device=device)
+                columns.append(gen(x_src, one_hot(y)))
         grid = torch.stack(columns, dim=1)  # (N, 1 + num_domains, C, H, W)
         return grid.flatten(0, 1).float().cpu(), 1 + NUM_DOMAINS
 
@@ -269,9 +273,22 @@ class StarGAN(ModelFamily):
         mode = gen.training
         gen.train()  # instance norm with instance statistics, as the reference's test
         try:
-            return gen(x_src, one_hot(y_trg))
+            with kept_buffers(gen):
+                return gen(x_src, one_hot(y_trg))
         finally:
             gen.train(mode)
+
+
+@contextmanager
+def kept_buffers(module: nn.Module) -> Iterator[None]:
+    """Run the block with ``module``'s buffers (e.g. running statistics of a train-mode norm) restored after."""
+    saved = [b.detach().clone() for b in module.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for b, value in zip(module.buffers(), saved, strict=True):
+                b.copy_(value)
 
 
 def translation_items(
