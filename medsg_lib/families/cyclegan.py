@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -52,7 +52,7 @@ from medsg_lib.families.base import (
 )
 from medsg_lib.families.medsg import sample_sources, source_order, stack_sources
 from medsg_lib.families.stargan import translation_items
-from medsg_lib.manifest import GeneratedItem, class_index
+from medsg_lib.manifest import GeneratedItem
 from medsg_lib.models.cyclegan import PatchDiscriminator, ResnetGenerator
 
 if TYPE_CHECKING:
@@ -79,7 +79,7 @@ class CycleGANConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "pairs", tuple(tuple(p) for p in self.pairs))
-        check_positive(self, *(f.name for f in fields(self) if f.name in ("ngf", "ndf", "n_layers_d", "lr")))
+        check_positive(self, "ngf", "ndf", "n_layers_d", "lr")
         for pair in self.pairs:
             if len(pair) != 2 or pair[0] == pair[1] or not set(pair) <= set(CLASS_NAMES):
                 raise ValueError(
@@ -325,4 +325,4 @@ class CycleGAN(ModelFamily):
         return out
 
 
-__all__ = ["CycleGAN", "CycleGANConfig", "ImagePools", "class_index", "pair_prefix", "translator_of"]
+__all__ = ["CycleGAN", "CycleGANConfig", "ImagePools", "pair_prefix", "translator_of"]

@@ -48,7 +48,7 @@ from medsg_lib.families.base import (
     optimise,
     record_terms,
 )
-from medsg_lib.families.medsg import SOURCES_PER_DOMAIN, sample_sources, source_order, stack_sources
+from medsg_lib.families.medsg import sample_sources, source_order, stack_sources
 from medsg_lib.manifest import GeneratedItem, class_index, item_seed
 from medsg_lib.models.stargan import StarGANDiscriminator, StarGANGenerator
 
@@ -325,7 +325,6 @@ def translation_items(
 
 
 __all__ = [
-    "SOURCES_PER_DOMAIN",
     "StarGAN",
     "StarGANConfig",
     "TRANSLATION_MODE",
