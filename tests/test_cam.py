@@ -149,6 +149,29 @@ def test_gradcam_on_the_classifier_has_image_size_and_unit_range() -> None:
         compute_cams(model, x, targets=[0, 1])
 
 
+def test_gradcam_stops_its_backward_at_the_layer_with_the_same_maps_and_flags_restored() -> None:
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    torch.manual_seed(1)
+    model = build_classifier(stem="fine").eval()
+    model.fc.weight.requires_grad_(False)  # a caller's frozen parameter stays frozen
+    x = torch.rand(4, 1, 64, 64) * 2 - 1
+    layer = target_layer(model, "layer3")
+    with GradCAM(model=model, target_layers=[layer]) as reference:  # grad-cam as documented: all the way back
+        x_grad = x.clone().requires_grad_(True)
+        expected = reference(input_tensor=x_grad, targets=[ClassifierOutputTarget(t) for t in (0, 1, 2, 0)])
+    model.zero_grad(set_to_none=True)
+    got = compute_cams(model, x, targets=[0, 1, 2, 0], layer=layer)
+    np.testing.assert_array_equal(got, normalise_cams(expected))
+    assert not model.fc.weight.requires_grad
+    assert all(p.requires_grad for n, p in model.named_parameters() if n != "fc.weight")
+    assert all(p.grad is None for p in model.parameters())
+    # a layer without parameters: the input carries the graph instead
+    relu = nn.Sequential(nn.Conv2d(1, 1, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(1, 3))
+    assert compute_cams(relu, x, targets=[0] * 4, layer=relu[1]).shape == (4, 64, 64)
+
+
 # ----------------------------------------------------------------------------------------------------
 # localisation metrics
 
