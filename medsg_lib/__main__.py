@@ -47,7 +47,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     common: dict[str, Any] = {"layout": args.layout, "data_root": data_root, "device": args.device}
     common.update({name: _parameter_value(value) for name, value in args.parameter or ()})
     try:
-        jobs = plan_jobs(args.profile, common=common)
+        jobs = plan_jobs(args.profile, common=common, seeds=args.seeds)
     except ValueError as err:
         print(f"[reproduce] {err}", file=sys.stderr)
         return 2
@@ -93,7 +93,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     prof = get_profile(args.profile)
     cfg = overrides(
-        prof.train_config(args.model, args.target_class), iterations=args.iterations, device=args.device
+        prof.train_config(args.model, args.target_class),
+        iterations=args.iterations,
+        device=args.device,
+        seed=args.seed,
     )
     data_cfg = overrides(
         prof.data, layout=args.layout, root=args.data_root, img_size=cfg.img_size, channels=cfg.channels
@@ -101,7 +104,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     run_dir = (
         Path(args.run_dir)
         if args.run_dir
-        else output_dirs(args.profile).runs / run_name(cfg.model, cfg.target_class)
+        else output_dirs(args.profile).runs / run_name(cfg.model, cfg.target_class, cfg.seed)
     )
     print(f"run dir: {train(cfg, data_cfg, run_dir, phantoms=prof.phantoms, resume=not args.restart)}")
     return 0
@@ -250,6 +253,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar=("NAME", "VALUE"),
         help="a parameter for every notebook that has it (papermill's spelling), e.g. -p per_class 8",
     )
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="train every model with seeds 0..N-1; Table 1 as mean ± sd and a ranking table in results/seeds<N>/ "
+        "(runs 02-04 only; default 1)",
+    )
     p.add_argument("--quiet", action="store_true", help="no heartbeat lines while a notebook runs")
     p.set_defaults(func=_cmd_reproduce)
 
@@ -263,10 +273,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=next(iter(FAMILIES)), choices=tuple(FAMILIES))
     p.add_argument("--target-class", default="all", help="all, or one class for the baselines")
     p.add_argument("--iterations", type=int, default=0, help="0: the profile's")
+    p.add_argument("--seed", type=int, default=0, help="training seed (run folder <run>_seed<k> for k > 0)")
     p.add_argument("--device", default="", help="auto | cpu | cuda | mps (empty: the profile's)")
     p.add_argument("--layout", default="", help="phantoms | covidqu | folders (empty: the profile's)")
     p.add_argument("--data-root", default="", help="data folder (empty: the profile's)")
-    p.add_argument("--run-dir", default="", help="default: runs/<profile>/<model>[_<class>]")
+    p.add_argument("--run-dir", default="", help="default: runs/<profile>/<model>[_<class>][_seed<k>]")
     p.add_argument("--restart", action="store_true", help="start over instead of resuming")
     p.set_defaults(func=_cmd_train)
 

@@ -252,13 +252,14 @@ def _resized(images: Tensor, size: int) -> Tensor:
 def audit_generated(
     generated_root: Path, ref: Reference, feature_fn: FeatureFn, cfg: AuditConfig, img_size: int
 ) -> list[SetAudit]:
-    """:func:`audit_set` for every generated set under ``generated_root`` (as notebook 04 evaluates them),
-    then the planted control (``cfg.num_planted`` copies of training images, if > 0)."""
+    """:func:`audit_set` for every generated set of training seed 0 under ``generated_root`` (as notebook 04
+    evaluates them), then the planted control (``cfg.num_planted`` copies of training images, if > 0)."""
     from tqdm.auto import tqdm
 
     audits = []
     heartbeat = Heartbeat("audit")
-    for target in tqdm(plan_targets(generated_root), desc="audit", unit="set"):
+    targets = [t for t in plan_targets(generated_root) if t.train_seed == 0]
+    for target in tqdm(targets, desc="audit", unit="set"):
         heartbeat.beat(f"{target.model} {target.target_class}", force=True)
         fakes = generated_set(target.fake_dir, target.target_class)
         images = _resized(load_images(fakes.files), img_size)

@@ -211,6 +211,23 @@ class ClassifierConfig:
         check_positive(self, "epochs", "batch_size", "lr")
 
 
+@dataclass(frozen=True)
+class CurveConfig:
+    """Learning curves (:mod:`medsg_lib.curves`): each model trained ``factor`` times its profile's
+    iterations, ``num_checkpoints`` evenly spaced checkpoints measured, ``num_per_class`` images per class at
+    each."""
+
+    factor: int = 10
+    num_checkpoints: int = 10
+    num_per_class: int = 160
+
+    def __post_init__(self) -> None:
+        for name in ("factor", "num_checkpoints", "num_per_class"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"CurveConfig.{name}={value!r} must be an int >= 1")
+
+
 def to_jsonable(obj: Any) -> Any:
     """``asdict`` for configs, with ``Path`` as ``str`` and tuples as lists (JSON-safe, round-trips by hand)."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):

@@ -34,7 +34,8 @@ from medsg_lib.files import ALL_CLASSES, CONFIG_NAME, class_slug, project_relati
 from medsg_lib.heartbeat import Heartbeat
 from medsg_lib.metrics.records import Comparison
 from medsg_lib.metrics.registry import EvalOptions, metric_functions
-from medsg_lib.metrics.sources import Images, RealImages, check_class, generated_set, real_images
+from medsg_lib.metrics.sources import Images, RealImages, check_class, generated_set, real_images, subsample
+from medsg_lib.seeds import check_one_code_version
 
 REAL_BASELINE_MODEL = "real (train vs held-out)"
 GENERATED_METRICS: tuple[str, ...] = (
@@ -47,6 +48,8 @@ GENERATED_METRICS: tuple[str, ...] = (
 # real against real: LPIPS needs pretrained weights and has no literature floor; MS-SSIM of the held-out images
 # is the floor of that column
 REAL_METRICS: tuple[str, ...] = ("inception", "domain", "frd", "msssim")
+# the share of the held-out images in each draw of the floor when there are several seeds (draws overlap)
+HELDOUT_DRAW_FRACTION = 0.75
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,9 @@ class EvalTarget:
     target_class: str
     fake_dir: Path
     checkpoint: str
+    train_seed: int = 0  # the training seed of the run that made the images
+    # the code version(s) that trained that run (medsg_lib.provenance.code_tag of each, "+"-joined)
+    train_code: str = "unknown"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "fake_dir", Path(self.fake_dir))
@@ -118,7 +124,11 @@ def evaluate_target(
         target.checkpoint,
         seed,
         Path(records_path),
-        (("fake_dir", project_relative(target.fake_dir)), ("real_split", real_split)),
+        (
+            ("fake_dir", project_relative(target.fake_dir)),
+            ("real_split", real_split),
+            ("train_seed", target.train_seed),
+        ),
     )
     return evaluate_images(comparison, real, fakes, eval_options, GENERATED_METRICS)
 
@@ -131,11 +141,16 @@ def real_vs_real_baseline(
     *,
     phantoms: PhantomConfig | None = None,
     seed: int = 0,
+    draw: int | None = None,
     **options: Any,
 ) -> list[dict[str, Any]]:
     """The floor of the distances: real TRAIN (as "real") against real HELD-OUT (as "fake"; ``test``, or ``val``
     for class-folder sets: :func:`medsg_lib.data.held_out_split`) images of
     ``target_class``, recorded with ``model = "real (train vs held-out)"``, ``checkpoint = "-"``.
+
+    ``draw``: None compares every held-out image; an int compares the subset
+    :func:`~medsg_lib.metrics.sources.subsample` draws with that seed (:data:`HELDOUT_DRAW_FRACTION` of the
+    images), recorded as ``heldout_draw``: the floor's counterpart of a generator's training seeds.
 
     Computes what :func:`evaluate_target` computes except LPIPS (:data:`REAL_METRICS`), with the same
     ``options``. Both sides are cached. Note the sample sizes (``n_real``, ``n_fake`` in the records): Fréchet
@@ -145,14 +160,11 @@ def real_vs_real_baseline(
     held_out = held_out_split(data_cfg.layout)
     train = real_images(data_cfg, "train", target_class, phantoms, metrics_cfg.batch_size)
     test = real_images(data_cfg, held_out, target_class, phantoms, metrics_cfg.batch_size)
-    comparison = Comparison(
-        REAL_BASELINE_MODEL,
-        target_class,
-        "-",
-        seed,
-        Path(records_path),
-        (("real_split", "train"), ("fake_split", held_out)),
-    )
+    extra: tuple[tuple[str, Any], ...] = (("real_split", "train"), ("fake_split", held_out))
+    if draw is not None:
+        test = subsample(test, HELDOUT_DRAW_FRACTION, draw)
+        extra += (("heldout_draw", draw), ("heldout_subset", test.subset))
+    comparison = Comparison(REAL_BASELINE_MODEL, target_class, "-", seed, Path(records_path), extra)
     return evaluate_images(comparison, train, test, eval_options, REAL_METRICS)
 
 
@@ -172,11 +184,25 @@ def plan_targets(generated_root: Path) -> list[EvalTarget]:
     for run in sorted(p for p in Path(generated_root).iterdir() if (p / CONFIG_NAME).is_file()):
         info = read_json(run / CONFIG_NAME)
         checkpoint = info.get("checkpoint_sha256", info["checkpoint"])
+        seed, code = int(info["train"].get("seed", 0)), "+".join(info.get("train_code", ["unknown"]))
         for name in (*CLASS_NAMES, ALL_CLASSES):
             fake_dir = run / class_slug(name)
             if any(fake_dir.glob("*.png")):
-                targets.append(EvalTarget(info["train"]["model"], name, fake_dir, checkpoint))
+                targets.append(EvalTarget(info["train"]["model"], name, fake_dir, checkpoint, seed, code))
     return targets
+
+
+def missing_seeds(targets: Sequence[EvalTarget], seeds: int) -> list[str]:
+    """``"<model> <class>: seeds 1, 2"`` for every (model, class) of ``targets`` that lacks some of the training
+    seeds ``0 .. seeds - 1`` (a multi-seed reproduce that did not finish)."""
+    have: dict[tuple[str, str], set[int]] = {}
+    for t in targets:
+        have.setdefault((t.model, t.target_class), set()).add(t.train_seed)
+    return [
+        f"{model} {cls}: seed(s) {', '.join(map(str, sorted(set(range(seeds)) - found)))}"
+        for (model, cls), found in have.items()
+        if set(range(seeds)) - found
+    ]
 
 
 def domain_feature_fn(model: nn.Module, img_size: int) -> Callable[[Tensor], Tensor]:
@@ -204,27 +230,45 @@ def evaluate_generated(
     device: str = "cpu",
     fresh: bool = True,
     progress: bool = True,
+    seeds: int = 1,
 ) -> list[dict[str, Any]]:
     """Evaluate every set of :func:`plan_targets` and the real train-vs-test floor of each class; append all
-    records to ``records_path`` (emptied first when ``fresh``) and return them."""
+    records to ``records_path`` (emptied first when ``fresh``) and return them.
+
+    Raises ``ValueError`` (before evaluating anything) when the sets' runs were trained by more than one
+    version of the code (:func:`medsg_lib.seeds.check_one_code_version`) or some set lacks one of the seeds
+    (:func:`missing_seeds`).
+
+    ``seeds``: the sets of training seeds ``0 .. seeds - 1`` (runs of other seeds are left out); with
+    ``seeds`` > 1 the floor is measured as many times, on held-out draws (:func:`real_vs_real_baseline`'s
+    ``draw``), with one seed on every held-out image."""
     from tqdm.auto import tqdm
 
     records_path = Path(records_path)
     if fresh:
         records_path.unlink(missing_ok=True)
-    targets = plan_targets(generated_root)
+    targets = [t for t in plan_targets(generated_root) if t.train_seed < seeds]
     if not targets:
         raise FileNotFoundError(
             f"no generated images under {generated_root}: run notebook 03 (generation) first"
         )
+    check_one_code_version([(t.train_code, project_relative(t.fake_dir)) for t in targets])
+    missing = missing_seeds(targets, seeds)
+    if missing:
+        raise ValueError(
+            f"seeds={seeds} but some generated sets are missing: {'; '.join(missing)}. Train and generate them "
+            f"(./run.sh reproduce --seeds {seeds} resumes what is there), or evaluate fewer seeds"
+        )
     kwargs = dict(phantoms=phantoms, feature_fn=feature_fn, feature_weights=feature_weights, device=device)
     records: list[dict[str, Any]] = []
     heartbeat = Heartbeat("evaluate")
-    total = len(targets) + len(CLASS_NAMES)
+    draws: list[int | None] = [None] if seeds == 1 else list(range(seeds))
+    total = len(targets) + len(CLASS_NAMES) * len(draws)
     for i, target in enumerate(tqdm(targets, desc="evaluate", unit="set", disable=not progress), 1):
         records += evaluate_target(target, data_cfg, metrics_cfg, records_path, **kwargs)
         heartbeat.beat(f"{i}/{total} sets ({target.model} {target.target_class})", force=True)
-    for i, name in enumerate(CLASS_NAMES, len(targets) + 1):
-        records += real_vs_real_baseline(name, data_cfg, metrics_cfg, records_path, **kwargs)
+    floors = [(name, draw) for draw in draws for name in CLASS_NAMES]
+    for i, (name, draw) in enumerate(floors, len(targets) + 1):
+        records += real_vs_real_baseline(name, data_cfg, metrics_cfg, records_path, draw=draw, **kwargs)
         heartbeat.beat(f"{i}/{total} sets (real floor {name})", force=True)
     return records

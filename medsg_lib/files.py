@@ -135,7 +135,11 @@ def class_slug(target_class: str) -> str:
     return CLASS_SLUGS[CLASS_NAMES.index(target_class)]
 
 
-def run_name(model: str, target_class: str) -> str:
+def run_name(model: str, target_class: str, seed: int = 0) -> str:
     """Name of a training run, of its folder under ``runs/<profile>/`` and of its generated set under
-    ``generated/<profile>/``: ``medsg``, ``dcgan`` (trained on every class), ``dcgan_covid`` (one class)."""
-    return model if target_class == ALL_CLASSES else f"{model}_{class_slug(target_class)}"
+    ``generated/<profile>/``: ``medsg``, ``dcgan`` (trained on every class), ``dcgan_covid`` (one class);
+    a training seed other than 0 is a suffix: ``dcgan_covid_seed2``."""
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed={seed!r} must be an int >= 0")
+    name = model if target_class == ALL_CLASSES else f"{model}_{class_slug(target_class)}"
+    return name if seed == 0 else f"{name}_seed{seed}"

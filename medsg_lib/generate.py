@@ -45,6 +45,7 @@ from medsg_lib.data import XrayDataset, XrayRecord
 from medsg_lib.families import get_family, with_capability
 from medsg_lib.families.base import eval_mode
 from medsg_lib.files import (
+    CHECKPOINT_DIR,
     CONFIG_NAME,
     MANIFEST_NAME,
     class_slug,
@@ -62,7 +63,7 @@ from medsg_lib.manifest import (
     read_manifest,
     write_manifest,
 )
-from medsg_lib.training.rundir import run_train_config
+from medsg_lib.training.rundir import run_code_tags, run_train_config
 
 MANIFEST_EVERY_BATCHES = 50
 # fields that may differ when an output folder is resumed (they do not change any image)
@@ -198,6 +199,15 @@ def _resume_key(info: Mapping[str, Any]) -> dict[str, Any]:
     return key
 
 
+def _run_code_tags(ckpt_path: Path) -> tuple[str, ...]:
+    """The code versions that trained a checkpoint's run (its run folder's ``config.json``: the checkpoint is
+    ``<run>/checkpoints/step_*.pt``), or ("unknown",) for a checkpoint outside a run folder."""
+    config = ckpt_path.parent.parent / CONFIG_NAME
+    if ckpt_path.parent.name != CHECKPOINT_DIR or not config.is_file():
+        return ("unknown",)
+    return run_code_tags(read_json(config))
+
+
 def _prepare_out_dir(out_dir: Path, info: dict[str, Any]) -> None:
     """Create ``out_dir`` and write ``config.json``; refuse an ``out_dir`` made by a different run."""
     path = out_dir / CONFIG_NAME
@@ -303,6 +313,7 @@ def generate(
         "checkpoint": str(ckpt_path),
         "checkpoint_sha256": sha,
         "train": to_jsonable(train_cfg),
+        "train_code": list(_run_code_tags(ckpt_path)),
         "generate": to_jsonable(gen_cfg),
         "data": to_jsonable(data_cfg),
         "phantoms": to_jsonable(phantoms) if phantoms is not None else None,
@@ -358,8 +369,10 @@ def generate_runs(
     phantoms: PhantomConfig | None = None,
     device: str = "cpu",
     progress: bool = True,
+    seeds: int | None = None,
 ) -> pd.DataFrame:
-    """Generate from the latest checkpoint of every run under ``runs_dir`` into ``out_root/<run name>/``.
+    """Generate from the latest checkpoint of every run under ``runs_dir`` into ``out_root/<run name>/``
+    (``seeds``: only runs of training seeds ``0 .. seeds - 1``; None: every run).
 
     ``data_cfg`` is adapted to each run's image size and channels (Med-StyleGAN2 translates validation images).
     Returns one row per run and class: run, model, class, n_images, seconds (of the whole run's call), checkpoint.
@@ -372,6 +385,8 @@ def generate_runs(
         if ckpt is None:
             continue
         train_cfg = run_train_config(run_dir)
+        if seeds is not None and train_cfg.seed >= seeds:
+            continue
         run_data = dataclasses.replace(data_cfg, img_size=train_cfg.img_size, channels=train_cfg.channels)
         t0 = time.perf_counter()
         out_dir = generate(

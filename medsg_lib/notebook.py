@@ -41,16 +41,17 @@ def claim_output_dirs(dirs: OutputDirs, layout: str, root: str) -> None:
 
 
 def setup_notebook(
-    profile: str, layout: str = "", data_root: str = "", seed: int = 0
+    profile: str, layout: str = "", data_root: str = "", seed: int = 0, seeds: int = 1
 ) -> tuple[Profile, OutputDirs]:
     """Move to the project root (relative paths in configs are relative to it), seed torch, quiet known-noise
     warnings, and return the profile and its output folders: the committed ones for the profile's own
-    phantoms, else ``results/<profile>-<data>/`` etc. (:func:`data_source_tag`), claimed for that data."""
+    phantoms, else ``results/<profile>-<data>/`` etc. (:func:`data_source_tag`), claimed for that data;
+    ``seeds`` > 1: their ``seeds<N>/`` sub-folders (:func:`medsg_lib.paths.output_dirs`)."""
     os.chdir(project_root())
     torch.manual_seed(seed)
     warnings.filterwarnings("ignore", message="IProgress not found")
     prof = get_profile(profile)
-    dirs = output_dirs(profile, data_source_tag(prof, layout, data_root))
+    dirs = output_dirs(profile, data_source_tag(prof, layout, data_root), seeds)
     data = overrides(prof.data, layout=layout, root=data_root)
     claim_output_dirs(dirs, data.layout, str(data.root or ""))
     return prof, dirs
@@ -58,10 +59,19 @@ def setup_notebook(
 
 def overrides(cfg, **changes):
     """``dataclasses.replace(cfg, ...)`` for notebook parameters, ignoring the "use the profile's" sentinels
-    ``""``, ``0`` and ``None`` (papermill parameters are literals, so "unset" is spelled that way)."""
+    ``""``, ``0`` and ``None`` (:func:`is_unset`; papermill parameters are literals, so "unset" is spelled
+    that way)."""
     from dataclasses import replace
 
-    return replace(cfg, **{k: v for k, v in changes.items() if v not in ("", 0, None)})
+    return replace(cfg, **{k: v for k, v in changes.items() if not is_unset(v)})
+
+
+def is_unset(value: object) -> bool:
+    """Whether a notebook parameter means "the profile's": ``None``, ``""`` or the number 0 (not ``False``:
+    ``False == 0`` in Python, but a flag set to False is set)."""
+    if value is None or isinstance(value, bool):
+        return value is None
+    return value == "" if isinstance(value, str) else isinstance(value, (int, float)) and value == 0
 
 
 def splits_for(layout: str) -> tuple[str, ...]:

@@ -49,16 +49,22 @@ def data_tag(layout: str = "", data_root: str | Path = "") -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{layout or 'default'}-{name}")
 
 
-def output_dirs(profile: str, data: str = "") -> OutputDirs:
+def output_dirs(profile: str, data: str = "", seeds: int = 1) -> OutputDirs:
     """Output folders for a profile (created). ``smoke`` writes under ``results/smoke`` and ``figures/smoke``
     (git-ignored); the other profiles write the committed ``results/`` and ``figures/``; bulk goes to
     ``runs/<profile>`` and ``generated/<profile>``. With ``data`` (:func:`data_tag`: a data set other than the
     profile's own) everything goes to ``<folder>/<profile>-<data>/`` instead, so that a run on other data
     never overwrites the embedded default's committed outputs (``figures/*/`` are git-ignored: they may show
-    real images)."""
+    real images). ``seeds`` > 1 (a reproduce that trains every model with several seeds) puts tables and
+    figures in a ``seeds<N>/`` sub-folder of those, beside the one-seed ones; runs and images are shared (a
+    run of seed k > 0 is ``<run>_seed<k>``)."""
+    if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
+        raise ValueError(f"seeds={seeds!r} must be an int >= 1")
     root = project_root()
     name = f"{profile}-{data}" if data else profile
     sub = name if data or profile == "smoke" else ""
+    if seeds > 1:
+        sub = f"{sub}/seeds{seeds}" if sub else f"seeds{seeds}"
     dirs = OutputDirs(
         results=root / "results" / sub,
         figures=root / "figures" / sub,

@@ -324,3 +324,37 @@ def save_memorisation_pairs(
     fig.tight_layout()
     _save(fig, path)
     return fig
+
+
+CURVE_TITLES = {
+    "frd": "FRD (radiomics, log; lower = closer)",
+    "fd_classifier": "FD in the classifier's features (lower = closer)",
+    "msssim": "MS-SSIM between outputs (lower = more diverse)",
+}
+
+
+def save_learning_curves(frame: Any, marks: Mapping[str, int], path: Path) -> plt.Figure:
+    """One panel per metric of ``frame`` (:func:`medsg_lib.curves.curve_frame`): each model's value against
+    training iterations (log scale), the mean over the classes its checkpoints generate; a marker on each curve
+    at ``marks[label]`` (the profile's own iteration count). Writes ``path``; returns the figure."""
+    metrics = [m for m in CURVE_TITLES if m in set(frame["metric"])]
+    fig, axes = plt.subplots(
+        1, max(1, len(metrics)), figsize=(4.3 * max(1, len(metrics)), 3.3), squeeze=False
+    )
+    for ax, metric in zip(axes[0], metrics, strict=False):
+        part = frame[frame["metric"] == metric]
+        for i, (label, curve) in enumerate(part.groupby("label", sort=False)):
+            curve = curve.sort_values("step")
+            ax.plot(curve["step"], curve["value"], marker="o", ms=3, color=f"C{i}", label=label)
+            at = curve[curve["step"] == marks.get(label, -1)]
+            if not at.empty:
+                ax.plot(at["step"], at["value"], marker="s", ms=8, mfc="none", color=f"C{i}")
+        ax.set_xscale("log")
+        ax.set_title(CURVE_TITLES[metric], fontsize=9)
+        ax.set_xlabel("training iterations", fontsize=8)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle("Learning curves (squares: the profile's iteration count)", fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)
+    return fig

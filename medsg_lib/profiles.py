@@ -18,6 +18,7 @@ from typing import Any
 
 from medsg_lib.config import (
     ClassifierConfig,
+    CurveConfig,
     DataConfig,
     GenerateConfig,
     MetricsConfig,
@@ -50,6 +51,9 @@ class Profile:
     # epochs of the utility experiment's classifiers (0: the main classifier's); it trains one on real images and
     # two per class-conditional generator
     utility_epochs: int = 0
+    # learning curves (notebook 07) computed by default in this profile; None: drawn from existing records
+    # only (a long run is asked for explicitly, e.g. `-p factor 10`)
+    curves: CurveConfig | None = None
 
     def train_config(self, model: str, target_class: str = "all") -> TrainConfig:
         """The resolved training config of ``model`` for ``target_class`` in this profile: the profile's loop,
@@ -79,8 +83,9 @@ def _build_profiles() -> dict[str, Profile]:
         metrics=MetricsConfig(kid_subsets=10, kid_subset_size=4, bootstrap=10),
         classifier=ClassifierConfig(img_size=32, epochs=1, batch_size=8),
         cam_classifier=ClassifierConfig(img_size=32, epochs=1, batch_size=8, stem="fine"),
+        curves=CurveConfig(factor=2, num_checkpoints=2, num_per_class=8),
     )
-    # Sized for a 2-core CPU (see README "Measured"); each family's own widths and loop: ModelFamily.sizes
+    # Sized for a 2-core CPU (docs/performance.md); each family's own widths and loop: ModelFamily.sizes
     cpu = Profile(
         name="cpu",
         phantoms=PhantomConfig(num_train=200, num_val=32, num_test=32),

@@ -49,13 +49,15 @@ class NotebookFailed(RuntimeError):
     """A notebook failed under papermill; the message names it, its executed copy and the error."""
 
 
-def _training_parameters() -> Iterator[dict[str, Any]]:
+def _training_parameters(seeds: int = 1) -> Iterator[dict[str, Any]]:
     # every registered model, each for the classes its family trains in `reproduce`: Med-StyleGAN2 is one
     # multi-domain model; the baselines are trained on the whole set (as the paper did) and once per class (so
-    # that per-class FIDs compare with Med-StyleGAN2's)
-    for name, family in FAMILIES.items():
-        for target in family.reproduce_targets:
-            yield {"model": name, "target_class": target}
+    # that per-class FIDs compare with Med-StyleGAN2's); seed by seed, so that an interrupted multi-seed run has
+    # whole seeds; seed 0 without a `seed` parameter (the one-seed jobs are the same whatever `seeds`)
+    for seed in range(seeds):
+        for name, family in FAMILIES.items():
+            for target in family.reproduce_targets:
+                yield {"model": name, "target_class": target, **({"seed": seed} if seed else {})}
 
 
 # notebook file -> parameter sets beyond the profile (one job each); notebooks not listed run once.
@@ -70,19 +72,31 @@ def notebook_parameters(path: Path) -> set[str]:
 
 
 def plan_jobs(
-    profile: str, notebooks_dir: Path | None = None, common: Mapping[str, Any] | None = None
+    profile: str,
+    notebooks_dir: Path | None = None,
+    common: Mapping[str, Any] | None = None,
+    seeds: int = 1,
 ) -> list[NotebookJob]:
     """The ordered jobs for ``profile``: every ``NN_*.ipynb`` in ``notebooks_dir`` (sorted), expanded.
 
     ``common``: parameters for every notebook that declares them (e.g. ``layout``, ``data_root``, ``device``,
     or any ``-p NAME VALUE``); empty values ("", None) are left out, so notebooks keep their profile's
     defaults. A name that no notebook declares raises ValueError listing what they do declare.
+
+    ``seeds`` > 1: every model is trained with seeds ``0 .. seeds - 1`` (seed 0's runs are the one-seed
+    reproduce's, resumed), and only the notebooks that declare a ``seeds`` parameter run, with it; the others
+    depend on seed 0 alone and are the one-seed reproduce's.
     """
     get_profile(profile)  # validates the name
+    if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
+        raise ValueError(f"seeds={seeds!r} must be an int >= 1")
     notebooks_dir = notebooks_dir or project_root() / "notebooks"
     common = {k: v for k, v in (common or {}).items() if v not in ("", None)}
     notebooks = sorted(notebooks_dir.glob("[0-9][0-9]_*.ipynb"))
-    declared = {nb.name: notebook_parameters(nb) for nb in notebooks} if common else {}
+    declared = {nb.name: notebook_parameters(nb) for nb in notebooks} if common or seeds > 1 else {}
+    if seeds > 1:
+        notebooks = [nb for nb in notebooks if "seeds" in declared[nb.name]]
+        common = {**common, "seeds": seeds}
     unknown = set(common) - set().union(*declared.values()) if common else set()
     if unknown:
         known = ", ".join(sorted(set().union(*declared.values()) - {"profile"}))
@@ -91,9 +105,10 @@ def plan_jobs(
     for nb in notebooks:
         shared = {k: v for k, v in common.items() if k in declared.get(nb.name, ())}
         expand = _EXPANSIONS.get(nb.name)
-        for extra in expand() if expand else [{}]:
+        for extra in expand(seeds) if expand else [{}]:
             params = {"profile": profile, **shared, **extra}
-            jobs.append(NotebookJob(nb.name, params, tuple(str(v) for v in extra.values())))
+            tags = tuple(f"seed{v}" if k == "seed" else str(v) for k, v in extra.items())
+            jobs.append(NotebookJob(nb.name, params, tags))
     return jobs
 
 

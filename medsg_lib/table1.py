@@ -30,6 +30,7 @@ from medsg_lib.files import ALL_CLASSES, write_text_atomic
 from medsg_lib.metrics.frd import FRD_PROTOCOL
 from medsg_lib.metrics.weights import is_unverified
 from medsg_lib.report import write_table
+from medsg_lib.seeds import DEFAULT_ALPHA, RANKING_RULE, aggregate_seeds, replicate
 
 DASH = "—"
 LPIPS_COLUMN = "LPIPS (ours)"
@@ -57,6 +58,14 @@ two-domain models, Normal <-> COVID-19 and Normal <-> Non-COVID: COVID-19 and No
 from Normal ones, Normal images from both. RSGAN is the relativistic standard GAN loss on the DCGAN networks. SDGAN
 stays quoted: it learns from identity-paired images (several images of one subject under varied conditions), which
 class-labelled X-ray sets do not have.
+"""
+
+
+SEEDS_NOTES = """\
+Seeds. Each of our cells is the mean ± sample sd over {n} training seeds of the model (for the real floor:
+{n} draws of 3/4 of the held-out images, which overlap, so their sd understates an independent sample's); the
+per-seed values are in table1_seeds.csv, and ranking.md says which rows differ by more than the seeds do
+({rule}). Intervals of one seed's images are in metrics.jsonl, not here.
 """
 
 
@@ -148,9 +157,16 @@ def fmt_plain(rec: dict[str, Any]) -> str:
     return fmt_number(rec["value"])
 
 
+def _seed_cell(rec: dict[str, Any], fmt: Callable[[dict[str, Any]], str]) -> str:
+    """``"mean ± sd"`` of a cell over seeds, each number formatted as ``fmt`` formats a value."""
+    plain = {k: v for k, v in rec.items() if k not in ("std", "ci_low", "ci_high")}
+    return f"{fmt({**plain, 'value': rec['value']})} ± {fmt({**plain, 'value': rec['seed_sd']})}"
+
+
 def cell(rec: dict[str, Any] | None, fmt: Callable[[dict[str, Any]], str]) -> str:
     """The text of one of our cells: "not run", "missing weights (<file>)", "unverified weights: <label>" (a
-    number from random or unpublished weights is never shown as one), another status, or ``fmt(rec)``."""
+    number from random or unpublished weights is never shown as one), another status, ``"mean ± sd"`` over
+    training seeds (:func:`medsg_lib.seeds.aggregate_seeds`), or ``fmt(rec)``."""
     if rec is None:
         return NOT_RUN
     status = rec.get("status") or "ok"
@@ -161,6 +177,8 @@ def cell(rec: dict[str, Any] | None, fmt: Callable[[dict[str, Any]], str]) -> st
         return f"{UNVERIFIED_PREFIX}{weights}"
     if rec.get("value") is None:
         return status
+    if rec.get("n_seeds", 1) > 1:
+        return _seed_cell(rec, fmt)
     return fmt(rec)
 
 
@@ -216,14 +234,19 @@ def _sample_sizes(
 
 
 def our_cells(
-    index: dict[RecordKey, dict[str, Any]], key: tuple[str, str] | None, feature_name: str
+    index: dict[RecordKey, dict[str, Any]],
+    key: tuple[str, str] | None,
+    feature_name: str,
+    seeds: bool = False,
 ) -> dict[str, str]:
-    """Our columns of one row; ``key=None`` (a literature row) gives "—" everywhere."""
+    """Our columns of one row; ``key=None`` (a literature row) gives "—" everywhere. ``seeds``: add the
+    column ``seeds`` (how many training seeds the row's cells average)."""
     columns = [name for name, *_ in _columns(feature_name)] + [
         LPIPS_COLUMN,
         MSSSIM_COLUMN,
         "n_real",
         "n_fake",
+        *(["seeds"] if seeds else []),
     ]
     if key is None:
         return dict.fromkeys(columns, DASH)
@@ -237,6 +260,9 @@ def our_cells(
     )
     cells[MSSSIM_COLUMN] = cell(_any_protocol(index, model, cls, "msssim"), fmt_plain)
     cells["n_real"], cells["n_fake"] = _sample_sizes(index, model, cls, feature_name)
+    if seeds:
+        n = {r.get("n_seeds", 1) for (m, c, _, _), r in index.items() if (m, c) == (model, cls)}
+        cells["seeds"] = "/".join(map(str, sorted(n))) if n else NOT_RUN
     return cells
 
 
@@ -251,9 +277,12 @@ def build_table1(records: Sequence[dict[str, Any]], feature_name: str = "classif
     - then any other (model, class) in ``records``, so that nothing measured is dropped.
 
     Columns: ``model``, ``source``, ``FID paper``, ``LPIPS paper``, our metric columns (module docstring),
-    ``LPIPS (ours)``, ``MS-SSIM``, ``n_real``, ``n_fake``. ``feature_name`` names the domain metrics
-    (``fd_<name>``).
+    ``LPIPS (ours)``, ``MS-SSIM``, ``n_real``, ``n_fake``, and ``seeds`` when some row has several training
+    seeds (its cells are then mean ± sd over seeds: :func:`medsg_lib.seeds.aggregate_seeds`).
+    ``feature_name`` names the domain metrics (``fd_<name>``).
     """
+    records = aggregate_seeds(records)
+    seeds = any(r.get("n_seeds", 1) > 1 for r in records)
     index = index_records(records)
     present = {(m, c) for m, c, _, _ in index}
     placed: set[tuple[str, str]] = set()
@@ -267,7 +296,7 @@ def build_table1(records: Sequence[dict[str, Any]], feature_name: str = "classif
                 "source": SOURCE_LABELS[source],
                 "FID paper": DASH,
                 "LPIPS paper": fmt_number(lpips),
-                **our_cells(index, key, feature_name),
+                **our_cells(index, key, feature_name, seeds),
             }
         )
 
@@ -279,7 +308,7 @@ def build_table1(records: Sequence[dict[str, Any]], feature_name: str = "classif
                 "source": SOURCE_LABELS[paper.source],
                 "FID paper": fmt_number(paper.fid),
                 "LPIPS paper": fmt_number(paper.lpips),
-                **our_cells(index, key, feature_name),
+                **our_cells(index, key, feature_name, seeds),
             }
         )
         if key is not None:
@@ -298,10 +327,40 @@ def build_table1(records: Sequence[dict[str, Any]], feature_name: str = "classif
     return pd.DataFrame(rows)
 
 
-def write_table1(df: pd.DataFrame, results_dir: Path) -> list[Path]:
-    """Write ``results_dir/table1.csv``, ``table1.md`` (with :data:`TABLE1_NOTES` below the table) and
+def write_table1(df: pd.DataFrame, results_dir: Path, alpha: float | None = None) -> list[Path]:
+    """Write ``results_dir/table1.csv``, ``table1.md`` (with :data:`TABLE1_NOTES` below the table, and
+    :data:`SEEDS_NOTES` when the table has a ``seeds`` column; ``alpha``: the ranking's level they name) and
     ``table1.tex`` (``df.to_latex``); returns the three paths."""
     paths = write_table(df, Path(results_dir) / "table1", formats=("csv", "md", "tex"))
     md = next(p for p in paths if p.suffix == ".md")
-    write_text_atomic(md, md.read_text(encoding="utf-8") + "\n" + TABLE1_NOTES)
+    notes = TABLE1_NOTES
+    if "seeds" in df.columns:
+        n = "/".join(sorted({s for s in df["seeds"] if s not in (DASH, NOT_RUN)}))
+        rule = RANKING_RULE.format(alpha=alpha if alpha is not None else DEFAULT_ALPHA)
+        notes += "\n" + SEEDS_NOTES.format(n=n, rule=rule)
+    write_text_atomic(md, md.read_text(encoding="utf-8") + "\n" + notes)
     return paths
+
+
+def seed_values(records: Sequence[dict[str, Any]], feature_name: str = "classifier") -> pd.DataFrame:
+    """The per-seed values behind Table 1's cells, one row per record of our metric columns: label, model,
+    class, metric, protocol, replicate (training seed or held-out draw), value, status."""
+    wanted = {metric for _, metric, _, _ in _columns(feature_name)} | {"lpips", "msssim"}
+    names = model_labels()
+    rows = [
+        {
+            "label": names.get(r["model"], r["model"]),
+            "model": r["model"],
+            "class": r["class"],
+            "metric": r["metric"],
+            "protocol": r["protocol"],
+            "replicate": replicate(r),
+            "value": r.get("value"),
+            "status": r.get("status"),
+        }
+        for r in records
+        if r["metric"] in wanted
+    ]
+    return pd.DataFrame(
+        rows, columns=["label", "model", "class", "metric", "protocol", "replicate", "value", "status"]
+    )

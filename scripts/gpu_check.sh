@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The one-call GPU check (README, "GPU check"): on one CUDA GPU, in about 5-8 minutes, the smoke pipeline on
+# The one-call GPU check (docs/performance.md, "The GPU check"): on one CUDA GPU, in about 5-8 minutes, the smoke pipeline on
 # the device (random-weight metrics, labelled), `bench train` at 256 px batch 8 in fp32/tf32, bf16,
 # bf16+channels_last and +compile, 1,000 generated images and FID feature throughput; prints one table and
 # writes OUT_DIR/gpu_check.md and gpu_check.jsonl.

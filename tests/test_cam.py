@@ -168,7 +168,9 @@ def test_gradcam_stops_its_backward_at_the_layer_with_the_same_maps_and_flags_re
     assert all(p.requires_grad for n, p in model.named_parameters() if n != "fc.weight")
     assert all(p.grad is None for p in model.parameters())
     # a layer without parameters: the input carries the graph instead
-    relu = nn.Sequential(nn.Conv2d(1, 1, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(1, 3))
+    relu = nn.Sequential(
+        nn.Conv2d(1, 1, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(1, 3)
+    )
     assert compute_cams(relu, x, targets=[0] * 4, layer=relu[1]).shape == (4, 64, 64)
 
 

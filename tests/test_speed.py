@@ -238,6 +238,8 @@ def test_gpu_check_runs_every_step_quickly_on_cpu(tmp_path: Path) -> None:
     names = [r["check"] for r in rows]
     assert names[0].startswith("smoke pipeline") and names[-1].startswith("FID features")
     assert "RANDOM weights" in rows[0]["result"]
+    generation = next(r for r in rows if r["check"].startswith("generate "))
+    assert generation["result"].startswith(f"{GpuCheckConfig.quick().num_generate} images in")
     assert (tmp_path / "gpu_check.md").read_text().count("\n| ") == len(rows) + 1
     assert len((tmp_path / "gpu_check.jsonl").read_text().splitlines()) == len(rows)
 

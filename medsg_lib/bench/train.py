@@ -3,7 +3,7 @@
 ``bench_train(cfg, "cuda")`` needs no data on disk and writes nothing; it returns a JSON-able dict with the
 speed, the model FLOPs of one iteration (:mod:`.flops`) and the achieved TFLOP/s. The CLI ``python -m
 medsg_lib bench train`` appends it as one line to ``results/bench_train.jsonl``, from which
-:func:`bench_table` builds the README's performance table.
+:func:`bench_table` builds the performance table (results/performance.md, quoted by docs/performance.md).
 """
 
 from __future__ import annotations

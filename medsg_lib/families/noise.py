@@ -43,8 +43,8 @@ if TYPE_CHECKING:
 
 NUM_SAMPLES = 16  # 4 x 4 grid of fixed-latent samples
 
-# The noise baselines' loop per profile (a profile's own loop_overrides win). cpu: sized for a 2-core CPU (README
-# "Measured"); paper and paper-faithful: the authors' DCGAN, 64 px, batch 128, 100 epochs of 33,920 images =
+# The noise baselines' loop per profile (a profile's own loop_overrides win). cpu: sized for a 2-core CPU
+# (docs/performance.md); paper and paper-faithful: the authors' DCGAN, 64 px, batch 128, 100 epochs of 33,920 images =
 # 26,500 iterations.
 _PAPER_LOOP = {"img_size": 64, "batch_size": 128, "iterations": 26_500}
 NOISE_LOOPS: dict[str, dict[str, Any]] = {

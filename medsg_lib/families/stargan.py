@@ -110,7 +110,7 @@ class StarGAN(ModelFamily):
     reproduce_targets = ("all",)
     profile_nets = {
         "smoke": StarGANConfig(conv_dim=8, g_repeat_num=1, d_repeat_num=5, n_critic=2),
-        # narrow for a 2-core CPU: the reference's depth at an eighth of its width (README "Measured")
+        # narrow for a 2-core CPU: the reference's depth at an eighth of its width (docs/performance.md)
         "cpu": StarGANConfig(conv_dim=8, g_repeat_num=6, d_repeat_num=6),
     }
     # NCHW: channels_last measured slower for this model (0.31 against 0.28 s/iteration)

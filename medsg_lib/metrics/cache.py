@@ -87,8 +87,9 @@ def save_features(path: Path, key_json: str, feats: np.ndarray) -> None:
 
 
 def real_stats_key(real: RealImages, extractor: FeatureExtractor) -> dict[str, Any]:
-    """The cache key of the real features: every field of ``fid.STATS_KEY_FIELDS`` plus the channel count."""
-    return {
+    """The cache key of the real features: every field of ``fid.STATS_KEY_FIELDS`` plus the channel count (and
+    the subset's name for a subset of the class)."""
+    key = {
         "dataset": real.identity,
         "split": real.split,
         "class": real.target_class,
@@ -97,6 +98,7 @@ def real_stats_key(real: RealImages, extractor: FeatureExtractor) -> dict[str, A
         "protocol": extractor.protocol,
         "weights": extractor.weights,
     }
+    return {**key, "subset": real.subset} if real.subset else key
 
 
 def real_features(

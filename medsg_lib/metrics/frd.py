@@ -204,6 +204,8 @@ def radiomics_cache_path(real: RealImages, cache_dir: Path, with_masks: bool = F
         "frd_version": FRD_VERSION,
         "versions": radiomics_versions(),
     }
+    if real.subset:
+        key["subset"] = real.subset
     key_json = json.dumps(key, sort_keys=True, default=str)
     digest = hashlib.sha256(key_json.encode()).hexdigest()[:16]
     return Path(cache_dir) / f"radiomics-{digest}.npz", key_json

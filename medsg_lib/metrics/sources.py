@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +58,7 @@ class RealImages:
         identity: str,
         batch_size: int,
         lung_masks: tuple[Path, ...] | None = None,
+        subset: str = "",
     ) -> None:
         if batch_size <= 0:
             raise ValueError(f"batch_size={batch_size} must be > 0")
@@ -69,6 +71,7 @@ class RealImages:
         self.identity = identity
         self.batch_size = batch_size
         self.lung_masks = lung_masks  # one per image of the class, or None when some image has none
+        self.subset = subset  # "" (every image of the class) or the name of a subset (:func:`subsample`)
 
     def __len__(self) -> int:
         return int(self.indices.numel())
@@ -110,6 +113,31 @@ def real_images(
     masks = [dataset.records[i].lung_mask_path for i in indices.tolist()]
     lung_masks = None if any(m is None for m in masks) else tuple(Path(m) for m in masks)
     return RealImages(dataset.images, indices, split, target_class, identity, batch_size, lung_masks)
+
+
+def subsample(real: RealImages, fraction: float, draw: int) -> RealImages:
+    """``ceil(fraction * n)`` of ``real``'s images, drawn without replacement with seed ``draw`` (kept in their
+    order), named ``subset = "draw <draw> of <fraction>"`` so that feature caches keep them apart from the
+    whole class. Draws of one set overlap: their spread understates that of independent samples."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction={fraction!r} must be in (0, 1]")
+    n = len(real)
+    k = max(2, math.ceil(fraction * n))
+    if k > n:
+        raise ValueError(f"a subset of {k} images needs at least {k} images; {real.target_class!r} has {n}")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(int(draw)))
+    keep = order[:k].sort().values
+    masks = None if real.lung_masks is None else tuple(real.lung_masks[i] for i in keep.tolist())
+    return RealImages(
+        real.images_u8,
+        real.indices[keep],
+        real.split,
+        real.target_class,
+        real.identity,
+        real.batch_size,
+        masks,
+        subset=f"draw {int(draw)} of {fraction:g}",
+    )
 
 
 def load_images(paths: Sequence[Path]) -> Tensor:

@@ -12,6 +12,7 @@ from medsg_lib.training.rundir import (
     RESUMABLE_FIELDS,
     latest_samples,
     read_log,
+    run_code_tags,
     run_summary,
     run_train_config,
 )
@@ -25,6 +26,7 @@ __all__ = [
     "make_plan_fn",
     "read_log",
     "restore_state",
+    "run_code_tags",
     "run_steps",
     "run_summary",
     "run_train_config",

@@ -14,6 +14,7 @@ have diverged (the fingerprints are stored in the checkpoint).
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -36,8 +37,9 @@ from medsg_lib.devices import (
 )
 from medsg_lib.families import family_of, resolve
 from medsg_lib.families.base import ModelFamily, StepContext, TrainState
-from medsg_lib.files import CONFIG_NAME, LOG_NAME, append_jsonl, write_json_atomic
+from medsg_lib.files import CONFIG_NAME, LOG_NAME, append_jsonl, read_json, write_json_atomic
 from medsg_lib.heartbeat import Heartbeat
+from medsg_lib.provenance import code_version
 from medsg_lib.training.plan import StepPlans, check_dataset, make_loader, make_plan_fn
 from medsg_lib.training.rundir import (
     LogWindow,
@@ -46,6 +48,7 @@ from medsg_lib.training.rundir import (
     run_config,
     save_samples,
     truncate_log,
+    with_code,
 )
 from medsg_lib.training.state import build_train_state, check_ranks_agree, checkpoint_state, restore_state
 
@@ -90,7 +93,8 @@ def _barrier(info: DistInfo) -> None:
 
 
 def _prepare_run_dir(run_dir: Path, config: dict[str, Any], resume: bool, info: DistInfo) -> None:
-    """Check (every rank) and write (rank 0) ``config.json``; ``resume=False`` first clears the run."""
+    """Check (every rank) and write (rank 0) ``config.json``; ``resume=False`` first clears the run. The file
+    keeps the code version that started the run and lists any other that resumed it (:func:`with_code`)."""
     if resume:
         check_resumable(run_dir, config)
     _barrier(info)
@@ -98,7 +102,11 @@ def _prepare_run_dir(run_dir: Path, config: dict[str, Any], resume: bool, info: 
         run_dir.mkdir(parents=True, exist_ok=True)
         if not resume:
             clear_run(run_dir)
-        write_json_atomic(run_dir / CONFIG_NAME, config)
+        path = run_dir / CONFIG_NAME
+        previous = read_json(path) if path.is_file() else None
+        new = with_code(config, previous, code_version())
+        if new != previous:  # a finished run resumed by the same code is left untouched
+            write_json_atomic(path, new)
     _barrier(info)
 
 
@@ -156,6 +164,9 @@ def train(
             )
         labels = check_dataset(dataset, cfg)
         state = build_train_state(cfg, device, family)
+        # Python's own generator is part of a checkpoint (restored on resume); seeded here so that a fresh run
+        # writes the same checkpoint bytes every time (its state otherwise comes from the OS at start-up)
+        random.seed(cfg.seed)
         if resume:
             _resume(state, run_dir, device, info)
         broadcast_state([*state.nets.values(), *state.ema.values()], info.world_size)

@@ -37,6 +37,7 @@ from medsg_lib.files import (
     write_text_atomic,
 )
 from medsg_lib.models import count_parameters
+from medsg_lib.provenance import code_tag
 
 # fields that may change when a run is resumed (they change how, not what, is computed; compile and
 # channels_last: the rounding of later steps)
@@ -60,6 +61,25 @@ RESUMABLE_FIELDS: dict[str, frozenset[str]] = {
 def run_config(cfg: TrainConfig, data_cfg: DataConfig) -> dict[str, Any]:
     """The contents of ``config.json``."""
     return {"train": to_jsonable(cfg), "data": to_jsonable(data_cfg)}
+
+
+def with_code(
+    config: dict[str, Any], previous: dict[str, Any] | None, code: dict[str, Any]
+) -> dict[str, Any]:
+    """``config`` with ``"code"`` (the version that started the run: ``previous``'s, else ``code``) and
+    ``"code_resumed"`` (every other version that continued it, in order: a run trained by two versions of the
+    library says so)."""
+    previous = previous or {}
+    first = previous.get("code") or code
+    resumed = list(previous.get("code_resumed", []))
+    if code_tag(code) not in {code_tag(first), *map(code_tag, resumed)}:
+        resumed.append(code)
+    return {**config, "code": first, "code_resumed": resumed}
+
+
+def run_code_tags(config: dict[str, Any]) -> tuple[str, ...]:
+    """The code versions (:func:`~medsg_lib.provenance.code_tag`) that trained a run, from its ``config.json``."""
+    return (code_tag(config.get("code")), *(code_tag(c) for c in config.get("code_resumed", [])))
 
 
 def _flat(fields: dict[str, Any], prefix: str = "") -> dict[str, Any]:
