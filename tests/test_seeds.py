@@ -166,6 +166,8 @@ def test_a_run_records_the_code_that_started_and_resumed_it() -> None:
     assert resumed["code"] == v1 and resumed["code_resumed"] == [v2]
     assert with_code({"train": {}}, resumed, v2)["code_resumed"] == [v2]
     assert run_code_tags(resumed) == ("1111", "2222") and run_code_tags({}) == ("unknown",)
+    older = with_code({"train": {}}, {"train": {}}, v2)  # a run folder from before code was recorded
+    assert run_code_tags(older) == ("unknown", "2222")
 
 
 # ----------------------------------------------------------------------------------------------------------

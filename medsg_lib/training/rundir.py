@@ -66,11 +66,12 @@ def run_config(cfg: TrainConfig, data_cfg: DataConfig) -> dict[str, Any]:
 def with_code(
     config: dict[str, Any], previous: dict[str, Any] | None, code: dict[str, Any]
 ) -> dict[str, Any]:
-    """``config`` with ``"code"`` (the version that started the run: ``previous``'s, else ``code``) and
-    ``"code_resumed"`` (every other version that continued it, in order: a run trained by two versions of the
-    library says so)."""
+    """``config`` with ``"code"`` (the version that started the run: ``previous``'s, else ``code``; "unknown"
+    for a ``previous`` config without one) and ``"code_resumed"`` (every other version that opened it again, in
+    order: a run trained by two versions of the library says so)."""
+    # a run folder written before runs recorded their code: its start is of unknown code
+    first = code if previous is None else previous.get("code") or {"source": None}
     previous = previous or {}
-    first = previous.get("code") or code
     resumed = list(previous.get("code_resumed", []))
     if code_tag(code) not in {code_tag(first), *map(code_tag, resumed)}:
         resumed.append(code)
