@@ -429,10 +429,12 @@ def generated_models(
 
 
 def deterministic_runs(runs_root: Path) -> list[str]:
-    """Names of the runs under ``runs_root`` whose family is a deterministic translator (one image per source,
-    so possibly fewer than ``num_per_class``)."""
-    return [
-        d.name
-        for d in sorted(Path(runs_root).iterdir())
-        if (d / CONFIG_NAME).is_file() and get_family(run_train_config(d).model).deterministic
-    ]
+    """Names of the training runs under ``runs_root`` whose family is a deterministic translator (one image per
+    source, so possibly fewer than ``num_per_class``). Other folders with a ``config.json`` (the classifiers'
+    runs, which have no ``"train"`` entry) are not training runs and are skipped."""
+    names = []
+    for d in sorted(Path(runs_root).iterdir()):
+        info = read_json(d / CONFIG_NAME) if (d / CONFIG_NAME).is_file() else {}
+        if "train" in info and get_family(info["train"]["model"]).deterministic:
+            names.append(d.name)
+    return names

@@ -285,3 +285,17 @@ def test_generated_sets_carry_their_training_seed_and_code(tmp_path: Path) -> No
     ]  # fmt: skip
     assert missing_seeds(targets, 2) == ["gan all: seed(s) 1"] and missing_seeds(targets, 1) == []
     assert missing_seeds(targets, 3) == ["dcgan all: seed(s) 2", "gan all: seed(s) 1, 2"]
+
+
+def test_deterministic_runs_skip_folders_that_are_not_training_runs(tmp_path: Path) -> None:
+    from medsg_lib.generate import deterministic_runs
+
+    for name, info in (
+        ("cyclegan_seed1", {"train": {"model": "cyclegan", "seed": 1}}),
+        ("dcgan", {"train": {"model": "dcgan"}}),
+        ("classifier", {"classifier": {"stem": "imagenet"}}),  # notebook 04's classifier: no "train"
+    ):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / CONFIG_NAME).write_text(json.dumps(info))
+    (tmp_path / "curves").mkdir()  # notebook 07's long runs: a folder of runs
+    assert deterministic_runs(tmp_path) == ["cyclegan_seed1"]
