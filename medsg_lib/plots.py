@@ -168,14 +168,20 @@ def panel_folders(generated_root: Path, model: str, class_name: str) -> tuple[Pa
 
 def fig2_panels(generated_root: Path, real_records: Sequence) -> dict[tuple[str, str], Path | None]:
     """The file shown in each Figure 2 panel, keyed by (class, column title): for each model of
-    :func:`fig2_columns` the lowest-seed image of the first of its :func:`panel_folders` that holds one, for
-    "original" the first training image of the class by file name. None where nothing was generated."""
+    :func:`fig2_columns` the lowest-seed image of the first of its :func:`panel_folders` that holds one (from a
+    whole-set run's mixed images, ``<model>/all``, the k-th lowest seed in the k-th class's row, so that the
+    rows show different samples of a model that has no classes), for "original" the first training image of
+    the class by file name. None where nothing was generated."""
     panels: dict[tuple[str, str], Path | None] = {}
-    for name in CLASS_NAMES:
+    for row, name in enumerate(CLASS_NAMES):
         for column, model in fig2_columns():
-            folders = panel_folders(generated_root, model, name)
-            files = [f for folder in folders for f in sorted(folder.glob("*.png"))[:1]]
-            panels[(name, column)] = files[0] if files else None
+            panels[(name, column)] = None
+            for folder in panel_folders(generated_root, model, name):
+                files = sorted(folder.glob("*.png"))
+                if files:
+                    k = min(row, len(files) - 1) if folder.name == ALL_CLASSES else 0
+                    panels[(name, column)] = files[k]
+                    break
         originals = sorted(
             (r for r in real_records if r.class_name == name), key=lambda r: Path(r.image_path).name
         )
@@ -185,8 +191,8 @@ def fig2_panels(generated_root: Path, real_records: Sequence) -> dict[tuple[str,
 
 def save_fig2(panels: Mapping[tuple[str, str], Path | None], img_size: int, path: Path) -> plt.Figure:
     """Figure 2: a column per registered model (:func:`fig2_columns`), then the original; one row per class;
-    every panel resized to ``img_size`` and drawn on the same gray scale (0-255). Writes ``path``; returns the
-    figure."""
+    every panel resized to ``img_size`` and drawn on the same gray scale (0-255); a panel from a whole-set
+    run's mixed images is marked "whole-set model". Writes ``path``; returns the figure."""
     columns = [c for c, _ in fig2_columns()] + ["original"]
     fig, axes = plt.subplots(
         len(CLASS_NAMES), len(columns), figsize=(2.4 * len(columns), 2.5 * len(CLASS_NAMES))
@@ -203,6 +209,8 @@ def save_fig2(panels: Mapping[tuple[str, str], Path | None], img_size: int, path
                 )
             else:
                 ax.imshow(preprocess(load_image(file, 1), img_size), cmap="gray", vmin=0, vmax=255)
+                if file.parent.name == ALL_CLASSES:  # a whole-set run: a sample, not of this class
+                    ax.text(0.03, 0.03, "whole-set model", color="yellow", fontsize=7, transform=ax.transAxes)
             if i == 0:
                 ax.set_title(column, fontsize=10)
             if j == 0:

@@ -17,7 +17,7 @@ from typing import Any
 from medsg_lib.families import FAMILIES
 from medsg_lib.heartbeat import ENV, PREFIX
 from medsg_lib.paths import project_root
-from medsg_lib.profiles import get_profile
+from medsg_lib.profiles import Profile, get_profile
 
 
 @dataclass(frozen=True)
@@ -49,14 +49,15 @@ class NotebookFailed(RuntimeError):
     """A notebook failed under papermill; the message names it, its executed copy and the error."""
 
 
-def _training_parameters(seeds: int = 1) -> Iterator[dict[str, Any]]:
-    # every registered model, each for the classes its family trains in `reproduce`: Med-StyleGAN2 is one
-    # multi-domain model; the baselines are trained on the whole set (as the paper did) and once per class (so
-    # that per-class FIDs compare with Med-StyleGAN2's); seed by seed, so that an interrupted multi-seed run has
-    # whole seeds; seed 0 without a `seed` parameter (the one-seed jobs are the same whatever `seeds`)
+def _training_parameters(profile: Profile, seeds: int = 1) -> Iterator[dict[str, Any]]:
+    # every registered model, each for the classes it trains in `reproduce` in this profile (its family's
+    # reproduce_targets unless the profile overrides them): Med-StyleGAN2 is one multi-domain model; the
+    # baselines are trained on the whole set (as the paper did) and once per class (so that per-class FIDs
+    # compare with Med-StyleGAN2's); seed by seed, so that an interrupted multi-seed run has whole seeds; seed 0
+    # without a `seed` parameter (the one-seed jobs are the same whatever `seeds`)
     for seed in range(seeds):
-        for name, family in FAMILIES.items():
-            for target in family.reproduce_targets:
+        for name in FAMILIES:
+            for target in profile.reproduce_targets(name):
                 yield {"model": name, "target_class": target, **({"seed": seed} if seed else {})}
 
 
@@ -87,7 +88,7 @@ def plan_jobs(
     reproduce's, resumed), and only the notebooks that declare a ``seeds`` parameter run, with it; the others
     depend on seed 0 alone and are the one-seed reproduce's.
     """
-    get_profile(profile)  # validates the name
+    prof = get_profile(profile)  # validates the name
     if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
         raise ValueError(f"seeds={seeds!r} must be an int >= 1")
     notebooks_dir = notebooks_dir or project_root() / "notebooks"
@@ -105,7 +106,7 @@ def plan_jobs(
     for nb in notebooks:
         shared = {k: v for k, v in common.items() if k in declared.get(nb.name, ())}
         expand = _EXPANSIONS.get(nb.name)
-        for extra in expand(seeds) if expand else [{}]:
+        for extra in expand(prof, seeds) if expand else [{}]:
             params = {"profile": profile, **shared, **extra}
             tags = tuple(f"seed{v}" if k == "seed" else str(v) for k, v in extra.items())
             jobs.append(NotebookJob(nb.name, params, tags))

@@ -388,3 +388,30 @@ def test_ensure_classifier_reuses_an_auto_run_on_the_same_machine(
     monkeypatch.setattr(devices, "cpu_has_bf16", lambda flags=None: False)
     _, result = ensure_classifier(cfg, data_cfg, tmp_path, progress=False)
     assert result["train_amp"] == "off" and len(trained) == 2  # a machine that would train in fp32 retrains
+    config_path = tmp_path / "config.json"
+    saved = json.loads(config_path.read_text())
+    saved["batchnorm"] = "running statistics re-estimated on the un-augmented training set after each epoch"
+    config_path.write_text(json.dumps(saved))
+    ensure_classifier(cfg, data_cfg, tmp_path, progress=False)
+    assert len(trained) == 3  # a run whose BatchNorm statistics were made another way is retrained
+
+
+def test_bf16_batchnorm_statistics_are_those_of_the_bf16_forward_pass(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from medsg_lib import devices
+
+    monkeypatch.setattr(devices, "cpu_has_bf16", lambda flags=None: True)
+    train = squares_dataset(8)
+    cfg = _tiny_cfg(epochs=1, amp="auto", channels_last=True)
+    model, _ = load_classifier(train_classifier(cfg, train, tmp_path, progress=False))
+    with torch.no_grad():
+        h32 = model.conv1(train.x)  # bn1's input in float32
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            h16 = model.conv1(train.x.contiguous(memory_format=torch.channels_last))
+    assert h16.dtype == torch.bfloat16
+    # the running mean is the bf16 activations' mean (three equal batches, averaged cumulatively) ...
+    torch.testing.assert_close(model.bn1.running_mean, h16.float().mean(dim=(0, 2, 3)), rtol=1e-3, atol=1e-4)
+    # ... which differs from the float32 one only by bf16's rounding (8 bits of mantissa)
+    torch.testing.assert_close(model.bn1.running_mean, h32.mean(dim=(0, 2, 3)), rtol=2e-2, atol=2e-2)
+    assert not torch.equal(model.bn1.running_mean, h32.mean(dim=(0, 2, 3)))

@@ -116,11 +116,15 @@ def test_plan_orders_notebooks_and_expands_training(tmp_path):
     assert training[0] == {"profile": "cpu", "model": "medsg", "target_class": "all"}
     expected = [
         {"profile": "cpu", "model": n, "target_class": t}
-        for n, f in FAMILIES.items()
-        for t in f.reproduce_targets
+        for n in FAMILIES
+        for t in get_profile("cpu").reproduce_targets(n)
     ]
-    assert training == expected  # every registered family, each for its reproduce targets, in registry order
+    # every registered family, each for its reproduce targets in the profile, in registry order
+    assert training == expected
     assert len(training) >= 1 + 2 * 4  # at least medsg + (dcgan, gan) x (all + 3 classes)
+    assert {"profile": "cpu", "model": "rsgan", "target_class": "Normal"} not in training  # cpu: whole set
+    paper = [j.parameters for j in plan_jobs("paper", tmp_path)[1:]]
+    assert {"profile": "paper", "model": "rsgan", "target_class": "Normal"} in paper  # the family's targets
     assert (
         jobs[1 + expected.index({**expected[0], "model": "dcgan"})].output_name
         == "02_training__dcgan__all.ipynb"

@@ -62,6 +62,21 @@ def test_cached_path_equals_compute_frd(two_sets: tuple[list[Path], list[Path]])
     assert same < value
 
 
+def test_features_on_one_itk_thread_equal_frd_scores_own_bit_for_bit(
+    two_sets: tuple[list[Path], list[Path]],
+) -> None:
+    import SimpleITK as sitk
+    from frd_score import frd as frd_lib
+
+    a, _ = two_sets
+    before = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    extractor = frd_lib.get_feature_extractor(frd_version="v1", image_dim=2)
+    expected, _, _ = frd_lib.compute_features([str(p) for p in a], extractor, num_workers=2, frd_version="v1")
+    got, _ = frd.radiomic_features(a, num_workers=2)
+    np.testing.assert_array_equal(got, np.asarray(expected, dtype=np.float64))
+    assert sitk.ProcessObject.GetGlobalDefaultNumberOfThreads() == before  # restored
+
+
 def test_frd_rejects_mismatched_features() -> None:
     with pytest.raises(ValueError, match=r"same F, got \(3, 4\) and \(3, 5\)"):
         frd.frd_from_features(np.zeros((3, 4)), np.zeros((3, 5)))

@@ -122,7 +122,8 @@ def test_fig2_panels_pick_lowest_seed_and_fall_back(tmp_path):
     write_png(gen / "medsg" / "covid" / "000002.png", 10)
     write_png(gen / "medsg" / "covid" / "000001.png", 20)
     write_png(gen / "dcgan_covid" / "covid" / "100000.png", 30)
-    write_png(gen / "gan" / "all" / "300000.png", 40)  # whole-set GAN only: the fallback
+    for k in range(2):  # whole-set GAN only: the fallback, one sample per class row while there are enough
+        write_png(gen / "gan" / "all" / f"30000{k}.png", 40 + k)
     write_png(gen / "dcgan" / "normal" / "000007.png", 70)  # a class folder of a whole-set run
     real = [
         SimpleNamespace(class_name="COVID-19", image_path=write_png(tmp_path / "real" / n, 50))
@@ -131,10 +132,11 @@ def test_fig2_panels_pick_lowest_seed_and_fall_back(tmp_path):
     panels = plots.fig2_panels(gen, real)
     assert panels[("COVID-19", "Med-StyleGAN2")].name == "000001.png"
     assert panels[("COVID-19", "DCGAN")].name == "100000.png"
-    assert panels[("COVID-19", "GAN")] == gen / "gan" / "all" / "300000.png"
+    assert [panels[(c, "GAN")] for c in ("COVID-19", "Non-COVID", "Normal")] == [
+        gen / "gan" / "all" / n for n in ("300000.png", "300001.png", "300001.png")
+    ]
     assert panels[("COVID-19", "original")].name == "a.png"
     assert panels[("Normal", "DCGAN")] == gen / "dcgan" / "normal" / "000007.png"
-    assert panels[("Normal", "GAN")] == panels[("COVID-19", "GAN")]
     assert panels[("Normal", "Med-StyleGAN2")] is None and panels[("Normal", "original")] is None
     plots.save_fig2(panels, 32, tmp_path / "fig2.png")
     assert (tmp_path / "fig2.png").stat().st_size > 1000

@@ -22,6 +22,7 @@ from medsg_lib.metrics.frd import FRD_PROTOCOL
 from medsg_lib.metrics.sources import RealImages, subsample
 from medsg_lib.notebook import is_unset, overrides
 from medsg_lib.paths import output_dirs
+from medsg_lib.profiles import get_profile
 from medsg_lib.reproduce import plan_jobs
 from medsg_lib.seeds import (
     aggregate_seeds,
@@ -213,7 +214,7 @@ def test_reproduce_plans_seeds_only_where_notebooks_take_them(tmp_path: Path) ->
     assert [j.notebook for j in three][-1] == "04_metrics.ipynb" and three[-1].parameters["seeds"] == 3
     assert all(j.notebook != "01_data.ipynb" for j in three)  # depends on seed 0 alone
     training = [j for j in three if j.notebook == "02_training.ipynb"]
-    runs = sum(len(f.reproduce_targets) for f in FAMILIES.values())
+    runs = sum(len(get_profile("cpu").reproduce_targets(name)) for name in FAMILIES)
     assert len(training) == 3 * runs
     assert [j.parameters.get("seed", 0) for j in training] == [s for s in range(3) for _ in range(runs)]
     assert training[0].parameters == {**one[1].parameters, "seeds": 3}  # seed 0: the one-seed job

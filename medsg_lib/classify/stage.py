@@ -10,7 +10,7 @@ from torch import nn
 
 from medsg_lib.classify.checkpoint import CHECKPOINT_NAME, load_classifier
 from medsg_lib.classify.evaluation import evaluate_classifier, evaluation_split
-from medsg_lib.classify.trainer import resolved_config, train_classifier
+from medsg_lib.classify.trainer import BATCHNORM_DESCRIPTION, resolved_config, train_classifier
 from medsg_lib.config import ClassifierConfig, DataConfig, PhantomConfig, to_jsonable
 from medsg_lib.data import build_dataset
 from medsg_lib.devices import select_device
@@ -50,7 +50,11 @@ def ensure_classifier(
     select_on_val = split != "val"
     selection = "epoch of best val macro-F1" if select_on_val else "last epoch"
     saved = read_json(config_path) if config_path.is_file() else {}
-    same = saved.get("classifier") == to_jsonable(cfg) and saved.get("selection") == selection
+    same = (
+        saved.get("classifier") == to_jsonable(cfg)
+        and saved.get("selection") == selection
+        and saved.get("batchnorm") == BATCHNORM_DESCRIPTION
+    )
     if not (ckpt.is_file() and same):
         train_set = build_dataset(data_cfg, "train", phantoms, train=False, progress=progress)
         val_set = (
