@@ -350,6 +350,32 @@ def cam_study(
     return table[["layer", "map_size", *[c for c in table.columns if c not in ("layer", "map_size")]]], maps
 
 
+# a row of the CAM study is one (layer, source, class); the numbers compared across classifier seeds
+LOCALISATION_KEYS: tuple[str, ...] = ("layer", "map_size", "source", "class")
+LOCALISATION_VALUES: tuple[str, ...] = (
+    "lung_energy_share",
+    "lung_pointing_hit_rate",
+    "pointing_game_hit_rate",
+    "iou@0.5",
+)
+
+
+def cam_study_over_seeds(
+    classifiers: Sequence[tuple[nn.Module, dict]],
+    inputs: dict[str, CamInputs],
+    layers: Sequence[str] = ("layer3", "layer4"),
+) -> pd.DataFrame:
+    """:func:`cam_study` of each classifier (seed ``k`` at position ``k``) on the same inputs: the tables one
+    after the other, with a ``classifier_seed`` column."""
+    return pd.concat(
+        [
+            cam_study(model, inputs, layers)[0].assign(classifier_seed=k)
+            for k, (model, _) in enumerate(classifiers)
+        ],
+        ignore_index=True,
+    )
+
+
 def lesion_removal_table(
     model: nn.Module, phantoms: PhantomConfig, split: str, img_size: int
 ) -> pd.DataFrame:

@@ -170,3 +170,22 @@ def ranking_table(
             )
     columns = ["metric", "protocol", "class", "a", "b", "mean_a", "sd_a", "n_a", "mean_b", "sd_b", "n_b"]
     return pd.DataFrame(rows, columns=[*columns, "difference", "p_value", "min_p", "verdict"])
+
+
+def summarise_over_seeds(
+    table: pd.DataFrame, keys: Sequence[str], values: Sequence[str], seed_column: str
+) -> pd.DataFrame:
+    """One row per ``keys`` of a table that holds one row per ``keys`` and seed (``seed_column``): for each of
+    ``values`` the mean over seeds, ``<value>_sd`` (sample standard deviation; NaN for one seed), ``<value>_min``
+    and ``<value>_max``, and ``n_seeds``. Missing values (NaN: e.g. no lesion in a Normal image) are left out
+    of their column's statistics. Rows keep the first seed's order."""
+    missing = [c for c in (*keys, *values, seed_column) if c not in table.columns]
+    if missing:
+        raise ValueError(f"summarise_over_seeds: the table has no column(s) {missing}")
+    groups = table.groupby(list(keys), sort=False, dropna=False)
+    out = groups[seed_column].nunique().rename("n_seeds").to_frame()
+    for v in values:
+        stats = groups[v].agg(["mean", "std", "min", "max"])
+        stats.columns = [v, f"{v}_sd", f"{v}_min", f"{v}_max"]
+        out = out.join(stats)
+    return out.reset_index()

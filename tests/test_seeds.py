@@ -30,6 +30,7 @@ from medsg_lib.seeds import (
     min_attainable_p,
     permutation_p,
     ranking_table,
+    summarise_over_seeds,
 )
 from medsg_lib.table1 import build_table1, seed_values, write_table1
 from medsg_lib.training.rundir import run_code_tags, with_code
@@ -300,3 +301,54 @@ def test_deterministic_runs_skip_folders_that_are_not_training_runs(tmp_path: Pa
         (tmp_path / name / CONFIG_NAME).write_text(json.dumps(info))
     (tmp_path / "curves").mkdir()  # notebook 07's long runs: a folder of runs
     assert deterministic_runs(tmp_path) == ["cyclegan_seed1"]
+
+
+def test_summaries_over_seeds_by_hand() -> None:
+    import pandas as pd
+
+    table = pd.DataFrame(
+        {
+            "layer": ["l3", "l3", "l3", "l3", "l3", "l3"],
+            "class": ["A", "B", "A", "B", "A", "B"],
+            "share": [0.2, 0.5, 0.4, 0.5, 0.6, 0.8],
+            "hit": [1.0, float("nan"), 0.0, float("nan"), 1.0, float("nan")],
+            "seed": [0, 0, 1, 1, 2, 2],
+        }
+    )
+    out = summarise_over_seeds(table, ["layer", "class"], ["share", "hit"], "seed")
+    assert out["class"].tolist() == ["A", "B"] and out["n_seeds"].tolist() == [3, 3]
+    a, b = out.iloc[0], out.iloc[1]
+    assert a["share"] == pytest.approx(0.4) and a["share_sd"] == pytest.approx(0.2)  # sd of 0.2, 0.4, 0.6
+    assert (a["share_min"], a["share_max"]) == (0.2, 0.6)
+    assert b["share"] == pytest.approx(0.6) and b["share_sd"] == pytest.approx(math.sqrt(0.03))
+    assert a["hit"] == pytest.approx(2 / 3) and math.isnan(b["hit"])  # no lesion: no value, not a zero
+    with pytest.raises(ValueError, match=r"the table has no column\(s\) \['iou'\]"):
+        summarise_over_seeds(table, ["layer"], ["iou"], "seed")
+
+
+def test_cam_classifier_seeds_train_each_seed_once_into_its_own_run(tmp_path: Path, monkeypatch) -> None:
+    import medsg_lib.classify.stage as stage
+    from medsg_lib.classify import cam_classifier_seeds
+    from medsg_lib.config import ClassifierConfig
+
+    calls = []
+
+    def fake_ensure(cfg, data_cfg, run_dir, **kwargs):
+        calls.append((cfg.seed, run_dir.name, kwargs["name"]))
+        return f"model{cfg.seed}", {"seed": cfg.seed}
+
+    monkeypatch.setattr(stage, "ensure_classifier", fake_ensure)
+    cam_cfg, main_cfg = ClassifierConfig(stem="fine", seed=0), ClassifierConfig(seed=5)
+    first = ("seed-0 model", {"seed": 0})
+    got = cam_classifier_seeds(cam_cfg, main_cfg, first, DataConfig(), tmp_path, 3)
+    assert got[0] is first and [m for m, _ in got[1:]] == ["model1", "model2"]
+    assert calls == [
+        (1, "cam_classifier_seed1", "cam_classifier_seed1"),
+        (2, "cam_classifier_seed2", "cam_classifier_seed2"),
+    ]
+    calls.clear()  # a profile without a Figure 1 classifier of its own: the main one's recipe, seeds after its own
+    cam_classifier_seeds(None, main_cfg, first, DataConfig(), tmp_path, 2)
+    assert calls == [(6, "classifier_seed1", "classifier_seed1")]
+    assert cam_classifier_seeds(cam_cfg, main_cfg, first, DataConfig(), tmp_path, 1) == [first]
+    with pytest.raises(ValueError, match="seeds=0 must be an int >= 1"):
+        cam_classifier_seeds(cam_cfg, main_cfg, first, DataConfig(), tmp_path, 0)

@@ -13,7 +13,7 @@ A run directory holds::
 Modules: :mod:`~medsg_lib.classify.trainer` (:func:`train_classifier`), :mod:`~medsg_lib.classify.checkpoint`,
 :mod:`~medsg_lib.classify.evaluation` (metrics and predictions) and :mod:`~medsg_lib.classify.stage`
 (:func:`ensure_classifier`, the pipeline stage: train once, evaluate, write the results;
-:func:`ensure_cam_classifier`, Figure 1's).
+:func:`ensure_cam_classifier`, Figure 1's, and :func:`cam_classifier_seeds`, it over training seeds).
 """
 
 from medsg_lib.classify.checkpoint import (
@@ -29,7 +29,7 @@ from medsg_lib.classify.evaluation import (
     evaluation_split,
     predict,
 )
-from medsg_lib.classify.stage import ensure_cam_classifier, ensure_classifier
+from medsg_lib.classify.stage import cam_classifier_seeds, ensure_cam_classifier, ensure_classifier
 from medsg_lib.classify.trainer import (
     AUGMENT_DESCRIPTION,
     augment_batch,
@@ -44,6 +44,7 @@ __all__ = [
     "CLASSIFIER_FORMAT",
     "ClassifierCheckpointError",
     "augment_batch",
+    "cam_classifier_seeds",
     "class_weights",
     "classification_metrics",
     "ensure_cam_classifier",

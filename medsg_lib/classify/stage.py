@@ -14,7 +14,7 @@ from medsg_lib.classify.trainer import BATCHNORM_DESCRIPTION, resolved_config, t
 from medsg_lib.config import ClassifierConfig, DataConfig, PhantomConfig, to_jsonable
 from medsg_lib.data import build_dataset
 from medsg_lib.devices import select_device
-from medsg_lib.files import CONFIG_NAME, project_relative, read_json
+from medsg_lib.files import ALL_CLASSES, CONFIG_NAME, project_relative, read_json, run_name
 from medsg_lib.plots import save_confusion_figure
 from medsg_lib.report import write_json
 
@@ -111,3 +111,38 @@ def ensure_cam_classifier(
         progress=progress,
         name="cam_classifier",
     )
+
+
+def cam_classifier_seeds(
+    cfg: ClassifierConfig | None,
+    main_cfg: ClassifierConfig,
+    first: tuple[nn.Module, dict[str, Any]],
+    data_cfg: DataConfig,
+    runs_dir: Path,
+    seeds: int,
+    *,
+    phantoms: PhantomConfig | None = None,
+    progress: bool = True,
+) -> list[tuple[nn.Module, dict[str, Any]]]:
+    """Figure 1's classifier with ``seeds`` training seeds: ``first`` (seed 0's, from
+    :func:`ensure_cam_classifier`), then its config (``cfg``, or ``main_cfg`` where the profile has no
+    classifier of its own for Figure 1) with ``seed + k`` for k = 1 .. seeds - 1, each trained once into
+    ``runs_dir/<name>_seed<k>`` (``cam_classifier_seed1``, ...) and reused like :func:`ensure_classifier`'s.
+    The seed moves the initialisation, the shuffling and the augmentation; the data and the recipe stay."""
+    if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
+        raise ValueError(f"seeds={seeds!r} must be an int >= 1")
+    base, name = (cfg, "cam_classifier") if cfg is not None else (main_cfg, "classifier")
+    classifiers = [first]
+    for k in range(1, seeds):
+        run = run_name(name, ALL_CLASSES, k)
+        classifiers.append(
+            ensure_classifier(
+                replace(base, seed=base.seed + k),
+                data_cfg,
+                Path(runs_dir) / run,
+                phantoms=phantoms,
+                progress=progress,
+                name=run,
+            )
+        )
+    return classifiers
