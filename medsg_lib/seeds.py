@@ -189,3 +189,20 @@ def summarise_over_seeds(
         stats.columns = [v, f"{v}_sd", f"{v}_min", f"{v}_max"]
         out = out.join(stats)
     return out.reset_index()
+
+
+def mean_sd_table(
+    summary: pd.DataFrame, keys: Sequence[str], values: Sequence[str], digits: int = 3
+) -> pd.DataFrame:
+    """A :func:`summarise_over_seeds` table for reading: ``keys``, ``n_seeds`` and each value as "mean ± sd"
+    (just the mean for one seed, "—" where no seed had a value), rounded to ``digits``."""
+
+    def cell(mean: float, sd: float) -> str:
+        if pd.isna(mean):
+            return "—"
+        return f"{mean:.{digits}f}" if pd.isna(sd) else f"{mean:.{digits}f} ± {sd:.{digits}f}"
+
+    out = summary[[*keys, "n_seeds"]].copy()
+    for v in values:
+        out[v] = [cell(m, s) for m, s in zip(summary[v], summary[f"{v}_sd"], strict=True)]
+    return out

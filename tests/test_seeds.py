@@ -27,6 +27,7 @@ from medsg_lib.reproduce import plan_jobs
 from medsg_lib.seeds import (
     aggregate_seeds,
     check_one_code_version,
+    mean_sd_table,
     min_attainable_p,
     permutation_p,
     ranking_table,
@@ -352,3 +353,17 @@ def test_cam_classifier_seeds_train_each_seed_once_into_its_own_run(tmp_path: Pa
     assert cam_classifier_seeds(cam_cfg, main_cfg, first, DataConfig(), tmp_path, 1) == [first]
     with pytest.raises(ValueError, match="seeds=0 must be an int >= 1"):
         cam_classifier_seeds(cam_cfg, main_cfg, first, DataConfig(), tmp_path, 0)
+
+
+def test_mean_sd_table_reads_as_mean_plus_minus_sd() -> None:
+    import pandas as pd
+
+    summary = pd.DataFrame(
+        {
+            "k": ["a", "b", "c"],
+            "n_seeds": [3, 1, 3],
+            "v": [0.41234, 0.5, float("nan")],
+            "v_sd": [0.2, None, None],
+        }
+    )
+    assert mean_sd_table(summary, ["k"], ["v"], digits=2)["v"].tolist() == ["0.41 ± 0.20", "0.50", "—"]
