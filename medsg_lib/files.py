@@ -135,6 +135,13 @@ def class_slug(target_class: str) -> str:
     return CLASS_SLUGS[CLASS_NAMES.index(target_class)]
 
 
+def run_folders(runs_root: Path) -> set[str]:
+    """The names of the folders under ``runs_root`` (``runs/<profile>/``): the runs that exist; empty when the
+    folder does not."""
+    root = Path(runs_root)
+    return {d.name for d in root.iterdir() if d.is_dir()} if root.is_dir() else set()
+
+
 def run_name(model: str, target_class: str, seed: int = 0) -> str:
     """Name of a training run, of its folder under ``runs/<profile>/`` and of its generated set under
     ``generated/<profile>/``: ``medsg``, ``dcgan`` (trained on every class), ``dcgan_covid`` (one class);

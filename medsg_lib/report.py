@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +33,19 @@ def write_table(df: pd.DataFrame, stem: Path, formats: tuple[str, ...] = ("csv",
     return [write_text_atomic(stem.with_suffix(f".{fmt}"), writers[fmt]()) for fmt in formats]
 
 
-def upsert_row(path: Path, key: str, row: dict[str, Any]) -> pd.DataFrame:
+def upsert_row(
+    path: Path, key: str, row: dict[str, Any], keep: Collection[str] | None = None
+) -> pd.DataFrame:
     """Insert ``row`` into the CSV table at ``path``, replacing any row with the same value in column ``key``
-    (atomic); returns the table. Used for tables that several notebook runs fill one row at a time."""
+    (atomic); returns the table. Used for tables that several notebook runs fill one row at a time.
+
+    ``keep``: the keys whose rows may stay (e.g. the run folders that exist); the other rows are dropped, so
+    that a table never describes something that is gone (None: every row stays)."""
     path = Path(path)
     table = pd.read_csv(path) if path.exists() else pd.DataFrame(columns=list(row))
     table = table[table[key] != row[key]] if key in table else table
+    if keep is not None and key in table:
+        table = table[table[key].astype(str).isin(set(keep))]
     table = pd.concat([table, pd.DataFrame([row])], ignore_index=True).sort_values(key, ignore_index=True)
     write_text_atomic(path, table.to_csv(index=False))
     return table

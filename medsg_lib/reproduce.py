@@ -45,6 +45,11 @@ class JobResult:
     output: Path
 
 
+# the kernels' own log at ERROR: ipykernel warns at every start that its (localhost) sockets are not encrypted,
+# a line per notebook the user cannot act on; the notebooks' own warnings are in their outputs, untouched
+KERNEL_ARGUMENTS: tuple[str, ...] = ("--IPKernelApp.log_level=ERROR",)
+
+
 class NotebookFailed(RuntimeError):
     """A notebook failed under papermill; the message names it, its executed copy and the error."""
 
@@ -166,6 +171,7 @@ def run_jobs(
                 cwd=str(root),
                 progress_bar=False,
                 stdout_file=_Heartbeats() if progress else None,
+                extra_arguments=list(KERNEL_ARGUMENTS),
             )
         except pm.PapermillExecutionError as err:
             raise NotebookFailed(

@@ -17,6 +17,7 @@ exists, ``"—"`` for what does not apply (literature rows, a value the paper do
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -327,13 +328,53 @@ def build_table1(records: Sequence[dict[str, Any]], feature_name: str = "classif
     return pd.DataFrame(rows)
 
 
+_MISSING_CELL = re.compile(r"^missing weights \((.+)\)$")
+MISSING_SHORT = "no weights"
+
+
+def markdown_view(df: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """Table 1 for reading, and its weights footnote: a column in which no row has a value because a
+    pretrained file was missing (every cell "missing weights (<file>)" or "—") is left out and named in the
+    footnote with its file; elsewhere such a cell reads "no weights" and the footnote names the file. The CSV
+    and LaTeX tables keep every cell."""
+    keep, dropped, short = [], [], []
+    view = df.copy()
+    for column in df.columns:
+        files = sorted({m.group(1) for v in df[column] if (m := _MISSING_CELL.match(str(v)))})
+        if not files:
+            keep.append(column)
+            continue
+        rest = {str(v) for v in df[column] if not _MISSING_CELL.match(str(v))}
+        if rest <= {DASH, NOT_RUN}:
+            dropped.append(f"{column} (missing weights ({', '.join(files)}))")
+        else:
+            keep.append(column)
+            view[column] = [MISSING_SHORT if _MISSING_CELL.match(str(v)) else v for v in df[column]]
+            short.append(f"{column} ({', '.join(files)})")
+    lines = []
+    if dropped:
+        lines.append(
+            "Columns left out because no row has a value, the pretrained file not being available offline "
+            "(table1.csv keeps them): " + "; ".join(dropped) + "."
+        )
+    if short:
+        lines.append(
+            f'"{MISSING_SHORT}": the pretrained file was not available offline: ' + "; ".join(short) + "."
+        )
+    return view[keep], "\n".join(lines)
+
+
 def write_table1(df: pd.DataFrame, results_dir: Path, alpha: float | None = None) -> list[Path]:
-    """Write ``results_dir/table1.csv``, ``table1.md`` (with :data:`TABLE1_NOTES` below the table, and
-    :data:`SEEDS_NOTES` when the table has a ``seeds`` column; ``alpha``: the ranking's level they name) and
-    ``table1.tex`` (``df.to_latex``); returns the three paths."""
-    paths = write_table(df, Path(results_dir) / "table1", formats=("csv", "md", "tex"))
-    md = next(p for p in paths if p.suffix == ".md")
-    notes = TABLE1_NOTES
+    """Write ``results_dir/table1.csv`` and ``table1.tex`` (``df.to_latex``) with every cell, and ``table1.md``
+    as :func:`markdown_view` shows it, with its weights footnote, :data:`TABLE1_NOTES` and, when the table has
+    a ``seeds`` column, :data:`SEEDS_NOTES` (``alpha``: the ranking's level they name); returns the three
+    paths."""
+    stem = Path(results_dir) / "table1"
+    view, footnote = markdown_view(df)
+    csv, tex = write_table(df, stem, formats=("csv", "tex"))
+    (md,) = write_table(view, stem, formats=("md",))
+    paths = [csv, md, tex]
+    notes = (footnote + "\n\n" if footnote else "") + TABLE1_NOTES
     if "seeds" in df.columns:
         n = "/".join(sorted({s for s in df["seeds"] if s not in (DASH, NOT_RUN)}))
         rule = RANKING_RULE.format(alpha=alpha if alpha is not None else DEFAULT_ALPHA)

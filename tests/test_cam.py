@@ -275,6 +275,26 @@ def test_localisation_table_per_class_and_baseline() -> None:
         localisation_table(cams, lungs[:2], lesions, labels, source="real")
 
 
+def test_images_without_a_lung_mask_are_not_scored_zero() -> None:
+    """A class-folder set has no lung masks (empty masks reach the table): nothing was measured, so the lung
+    columns say NaN and n_lung 0, not a share of 0.0; an image with a mask beside them is scored alone."""
+    h = w = 8
+    cams = np.zeros((3, h, w), np.float32)
+    cams[:, :, :3] = 1.0
+    lungs = np.zeros((3, h, w), bool)
+    lungs[2, :, :3] = True  # only the Normal image has a mask, and the map is inside it
+    table = localisation_table(cams, lungs, None, np.array([0, 0, 2]), source="real").set_index("class")
+    covid, normal, everything = (table.loc[c] for c in ("COVID-19", "Normal", "all"))
+    assert covid["n_lung"] == 0 and covid["n"] == 2
+    assert all(
+        np.isnan(covid[c]) for c in ("lung_area_fraction", "lung_energy_share", "lung_pointing_hit_rate")
+    )
+    assert (
+        normal["n_lung"] == 1 and normal["lung_energy_share"] == 1.0 and normal["lung_area_fraction"] == 3 / 8
+    )
+    assert everything["n_lung"] == 1 and everything["lung_energy_share"] == 1.0  # not (0 + 0 + 1) / 3
+
+
 # ----------------------------------------------------------------------------------------------------
 # inputs
 

@@ -132,7 +132,7 @@ def test_plan_orders_notebooks_and_expands_training(tmp_path):
     assert all(j.notebook != "notes.ipynb" for j in jobs)
 
 
-def test_run_jobs_stops_at_first_failing_notebook(tmp_path):
+def test_run_jobs_stops_at_first_failing_notebook(tmp_path, capfd):
     nb_dir, out_dir = tmp_path / "nb", tmp_path / "out"
     nb_dir.mkdir()
     _write_nb(nb_dir / "01_ok.ipynb", "x = 1")
@@ -145,6 +145,7 @@ def test_run_jobs_stops_at_first_failing_notebook(tmp_path):
     ):
         run_jobs(jobs, nb_dir, out_dir, progress=False)
     assert sorted(p.name for p in out_dir.iterdir()) == ["01_ok.ipynb", "02_bad.ipynb"]
+    assert "without encryption" not in capfd.readouterr().err  # the kernels' start-up warning is not shown
 
 
 def test_cli_help_lists_commands():

@@ -33,6 +33,17 @@ def test_upsert_row_replaces_by_key(tmp_path):
     table = report.upsert_row(path, "run", {"run": "b", "x": 3})
     assert table.to_dict(orient="records") == [{"run": "a", "x": 2}, {"run": "b", "x": 3}]
     assert pd.read_csv(path).equals(table)
+    # rows of runs that are gone are dropped when the next row is written
+    table = report.upsert_row(path, "run", {"run": "c", "x": 4}, keep={"b", "c"})
+    assert table["run"].tolist() == ["b", "c"]
+
+
+def test_run_folders_are_the_folders_that_exist(tmp_path):
+    from medsg_lib.files import run_folders
+
+    (tmp_path / "runs" / "dcgan").mkdir(parents=True)
+    (tmp_path / "runs" / "data_source.json").write_text("{}")
+    assert run_folders(tmp_path / "runs") == {"dcgan"} and run_folders(tmp_path / "none") == set()
 
 
 def test_write_table_formats_and_rejects_unknown(tmp_path):

@@ -1,0 +1,159 @@
+"""The Figure 1 study: real and generated images with their masks (:class:`CamInputs`), every layer's maps
+measured against a map that cannot localise (:func:`cam_study`), over classifier seeds
+(:func:`cam_study_over_seeds`), and the lesion-removal control on the phantoms (:func:`lesion_removal_table`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from medsg_lib.cam.localisation import gaussian_baseline, localisation_table
+from medsg_lib.cam.maps import compute_cams
+from medsg_lib.config import CLASS_NAMES, PhantomConfig
+from medsg_lib.data import load_image, load_mask, preprocess, to_tensor
+from medsg_lib.data.covidqu import SPLIT_FOLDERS, sibling_lung_mask
+from medsg_lib.data.phantoms import render_split
+from medsg_lib.data.summary import pick_examples
+from medsg_lib.files import MANIFEST_NAME
+from medsg_lib.manifest import read_manifest
+from medsg_lib.models.classifier import stage_map_size, target_layer
+from medsg_lib.translation import predicted_classes
+
+
+class CamInputs:
+    """Images with their labels and masks for a CAM study: ``x`` ``(N, 1, H, W)`` in [-1, 1], ``labels``
+    ``(N,)``, ``lung`` and ``infection`` boolean ``(N, H, W)`` (infection all False where unknown)."""
+
+    def __init__(self, x: torch.Tensor, labels: np.ndarray, lung: np.ndarray, infection: np.ndarray) -> None:
+        self.x, self.labels, self.lung, self.infection = x, np.asarray(labels), lung, infection
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def real_cam_inputs(records: Sequence, img_size: int, per_class: int, seed: int = 0) -> CamInputs:
+    """Up to ``per_class`` real images per class (reproducible pick) with their lung and infection masks."""
+    chosen = pick_examples(records, per_class, seed)
+    empty = np.zeros((img_size, img_size), bool)
+    x = torch.stack([to_tensor(preprocess(load_image(r.image_path, 1), img_size)) for r in chosen])
+    lung = np.stack([load_mask(r.lung_mask_path, img_size) if r.lung_mask_path else empty for r in chosen])
+    lesion = np.stack(
+        [load_mask(r.infection_mask_path, img_size) if r.infection_mask_path else empty for r in chosen]
+    )
+    return CamInputs(x, np.array([r.label for r in chosen]), lung, lesion)
+
+
+def generated_cam_inputs(gen_dir: Path, img_size: int, per_class: int) -> CamInputs:
+    """Up to ``per_class`` Med-StyleGAN2 images per class (lowest seeds) from ``gen_dir`` (a folder written by
+    :func:`medsg_lib.generate.generate`). A translation keeps the anatomy of its source image, so the source's
+    lung mask stands in for the generated image's; generated lesions have no mask (infection metrics NaN)."""
+    manifest = read_manifest(gen_dir)
+    rows = [
+        row
+        for name in CLASS_NAMES
+        for row in manifest[manifest["class"] == name].sort_values("seed").head(per_class).to_dict("records")
+    ]
+    if not rows:
+        raise FileNotFoundError(
+            f"no generated images listed in {gen_dir}/{MANIFEST_NAME}: run notebook 03 first"
+        )
+    x = torch.stack([to_tensor(preprocess(load_image(Path(gen_dir) / r["file"], 1), img_size)) for r in rows])
+    lung = np.stack([_source_lung_mask(r["source_image"], img_size) for r in rows])
+    labels = np.array([CLASS_NAMES.index(r["class"]) for r in rows])
+    return CamInputs(x, labels, lung, np.zeros_like(lung))
+
+
+def _source_lung_mask(source_image: object, img_size: int) -> np.ndarray:
+    """The lung mask beside a COVID-QU-Ex-layout source image (``.../images/NAME`` -> ``.../lung masks/NAME``),
+    or an all-False mask when there is none (the image is then left out of the lung metrics)."""
+    if not isinstance(source_image, str) or not source_image:
+        return np.zeros((img_size, img_size), bool)
+    mask = sibling_lung_mask(Path(source_image))
+    return load_mask(mask, img_size) if mask is not None else np.zeros((img_size, img_size), bool)
+
+
+def cam_study(
+    model: nn.Module,
+    inputs: dict[str, CamInputs],
+    layers: Sequence[str] = ("layer3", "layer4"),
+    threshold: float = 0.5,
+) -> tuple[pd.DataFrame, dict[tuple[str, str], np.ndarray]]:
+    """Grad-CAM (explaining each image's own class) of every input set at every ``layer``, measured with
+    :func:`localisation_table`, plus the centred-Gaussian baseline on the same images and masks.
+
+    Returns the table (columns ``layer``, ``map_size`` (the layer's map before upsampling, e.g. ``16x16``;
+    the image size for the baseline), ``source``, ``class``, ...) and the maps per ``(layer, source)``.
+    """
+    tables, maps = [], {}
+    for layer in layers:
+        for source, inp in inputs.items():
+            cams = compute_cams(model, inp.x, targets=inp.labels.tolist(), layer=target_layer(model, layer))
+            maps[(layer, source)] = cams
+            side = stage_map_size(model, layer, inp.x.shape[-1])
+            table = localisation_table(cams, inp.lung, inp.infection, inp.labels, source, threshold)
+            tables.append(table.assign(layer=layer, map_size=f"{side}x{side}"))
+    for source, inp in inputs.items():
+        h, w = inp.x.shape[-2:]
+        gauss = np.broadcast_to(gaussian_baseline(h, w), (len(inp), h, w))
+        table = localisation_table(
+            gauss, inp.lung, inp.infection, inp.labels, f"baseline: centred Gaussian ({source})"
+        )
+        tables.append(table.assign(layer="-", map_size=f"{h}x{w}"))
+    table = pd.concat(tables, ignore_index=True)
+    return table[["layer", "map_size", *[c for c in table.columns if c not in ("layer", "map_size")]]], maps
+
+
+# a row of the CAM study is one (layer, source, class); the numbers compared across classifier seeds
+LOCALISATION_KEYS: tuple[str, ...] = ("layer", "map_size", "source", "class")
+LOCALISATION_VALUES: tuple[str, ...] = (
+    "lung_energy_share",
+    "lung_pointing_hit_rate",
+    "pointing_game_hit_rate",
+    "iou@0.5",
+)
+
+
+def cam_study_over_seeds(
+    classifiers: Sequence[tuple[nn.Module, dict]],
+    inputs: dict[str, CamInputs],
+    layers: Sequence[str] = ("layer3", "layer4"),
+) -> pd.DataFrame:
+    """:func:`cam_study` of each classifier (seed ``k`` at position ``k``) on the same inputs: the tables one
+    after the other, with a ``classifier_seed`` column."""
+    return pd.concat(
+        [
+            cam_study(model, inputs, layers)[0].assign(classifier_seed=k)
+            for k, (model, _) in enumerate(classifiers)
+        ],
+        ignore_index=True,
+    )
+
+
+def lesion_removal_table(
+    model: nn.Module, phantoms: PhantomConfig, split: str, img_size: int
+) -> pd.DataFrame:
+    """Does ``model`` need the lesions? It classifies every phantom of ``split`` (e.g. ``"test"``) and its
+    lesion-free twin (same patient and acquisition, lesions left out: :func:`render_split`), both resized to
+    ``img_size``. One row per class: ``class``, ``n``, then the share of the images and of their twins it calls
+    each class. A classifier that reads the lesions calls the COVID-19 and Non-COVID twins Normal; the Normal
+    twins are the Normal images themselves."""
+    folder = SPLIT_FOLDERS[split]  # "test" -> "Test", the COVID-QU-Ex (and phantom) folder name
+    images, labels = render_split(phantoms, folder)
+    twins, _ = render_split(phantoms, folder, lesions=False)
+    called = {
+        kind: np.array(predicted_classes(model, [preprocess(im, img_size) for im in arrays]))
+        for kind, arrays in (("images", images), ("twins", twins))
+    }
+    rows = []
+    for label, name in enumerate(CLASS_NAMES):
+        chosen = labels == label
+        row: dict[str, object] = {"class": name, "n": int(chosen.sum())}
+        for kind, names in called.items():
+            row.update({f"{kind} called {c}": float(np.mean(names[chosen] == c)) for c in CLASS_NAMES})
+        rows.append(row)
+    return pd.DataFrame(rows)
