@@ -142,6 +142,13 @@ def run_folders(runs_root: Path) -> set[str]:
     return {d.name for d in root.iterdir() if d.is_dir()} if root.is_dir() else set()
 
 
+def check_seed_count(seeds: int) -> int:
+    """``seeds`` (how many training seeds, 0 .. seeds - 1), refused with a ValueError unless an int >= 1."""
+    if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
+        raise ValueError(f"seeds={seeds!r} must be an int >= 1")
+    return seeds
+
+
 def run_name(model: str, target_class: str, seed: int = 0) -> str:
     """Name of a training run, of its folder under ``runs/<profile>/`` and of its generated set under
     ``generated/<profile>/``: ``medsg``, ``dcgan`` (trained on every class), ``dcgan_covid`` (one class);

@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from medsg_lib.files import check_seed_count
+
 _MARKER = 'name = "medsg"'
 
 
@@ -58,8 +60,7 @@ def output_dirs(profile: str, data: str = "", seeds: int = 1) -> OutputDirs:
     real images). ``seeds`` > 1 (a reproduce that trains every model with several seeds) puts tables and
     figures in a ``seeds<N>/`` sub-folder of those, beside the one-seed ones; runs and images are shared (a
     run of seed k > 0 is ``<run>_seed<k>``)."""
-    if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
-        raise ValueError(f"seeds={seeds!r} must be an int >= 1")
+    check_seed_count(seeds)
     root = project_root()
     name = f"{profile}-{data}" if data else profile
     sub = name if data or profile == "smoke" else ""

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from medsg_lib.families import FAMILIES
+from medsg_lib.files import check_seed_count
 from medsg_lib.heartbeat import ENV, PREFIX
 from medsg_lib.paths import project_root
 from medsg_lib.profiles import Profile, get_profile
@@ -94,8 +95,7 @@ def plan_jobs(
     depend on seed 0 alone and are the one-seed reproduce's.
     """
     prof = get_profile(profile)  # validates the name
-    if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
-        raise ValueError(f"seeds={seeds!r} must be an int >= 1")
+    check_seed_count(seeds)
     notebooks_dir = notebooks_dir or project_root() / "notebooks"
     common = {k: v for k, v in (common or {}).items() if v not in ("", None)}
     notebooks = sorted(notebooks_dir.glob("[0-9][0-9]_*.ipynb"))

@@ -14,7 +14,7 @@ from medsg_lib.classify.trainer import BATCHNORM_DESCRIPTION, resolved_config, t
 from medsg_lib.config import ClassifierConfig, DataConfig, PhantomConfig, to_jsonable
 from medsg_lib.data import build_dataset
 from medsg_lib.devices import select_device
-from medsg_lib.files import ALL_CLASSES, CONFIG_NAME, project_relative, read_json, run_name
+from medsg_lib.files import ALL_CLASSES, CONFIG_NAME, check_seed_count, project_relative, read_json, run_name
 from medsg_lib.plots import save_confusion_figure
 from medsg_lib.report import write_json
 
@@ -129,8 +129,7 @@ def cam_classifier_seeds(
     classifier of its own for Figure 1) with ``seed + k`` for k = 1 .. seeds - 1, each trained once into
     ``runs_dir/<name>_seed<k>`` (``cam_classifier_seed1``, ...) and reused like :func:`ensure_classifier`'s.
     The seed moves the initialisation, the shuffling and the augmentation; the data and the recipe stay."""
-    if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
-        raise ValueError(f"seeds={seeds!r} must be an int >= 1")
+    check_seed_count(seeds)
     base, name = (cfg, "cam_classifier") if cfg is not None else (main_cfg, "classifier")
     classifiers = [first]
     for k in range(1, seeds):
