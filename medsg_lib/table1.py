@@ -340,17 +340,18 @@ def markdown_view(df: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     keep, dropped, short = [], [], []
     view = df.copy()
     for column in df.columns:
-        files = sorted({m.group(1) for v in df[column] if (m := _MISSING_CELL.match(str(v)))})
+        missing = [_MISSING_CELL.match(str(v)) for v in df[column]]
+        files = ", ".join(sorted({m.group(1) for m in missing if m}))
         if not files:
             keep.append(column)
             continue
-        rest = {str(v) for v in df[column] if not _MISSING_CELL.match(str(v))}
+        rest = {str(v) for v, m in zip(df[column], missing, strict=True) if not m}
         if rest <= {DASH, NOT_RUN}:
-            dropped.append(f"{column} (missing weights ({', '.join(files)}))")
+            dropped.append(f"{column} (missing weights ({files}))")
         else:
             keep.append(column)
-            view[column] = [MISSING_SHORT if _MISSING_CELL.match(str(v)) else v for v in df[column]]
-            short.append(f"{column} ({', '.join(files)})")
+            view[column] = [MISSING_SHORT if m else v for v, m in zip(df[column], missing, strict=True)]
+            short.append(f"{column} ({files})")
     lines = []
     if dropped:
         lines.append(
