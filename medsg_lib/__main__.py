@@ -354,8 +354,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from medsg_lib.files import DiskFullError
+
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except DiskFullError as err:  # the message names the file, the free space and the fix: no traceback
+        print(f"[medsg] stopped: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as err:  # training's names the checkpoint it wrote and how to continue
+        print(f"[medsg] {err or 'stopped by Ctrl-C'}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

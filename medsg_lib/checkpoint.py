@@ -7,17 +7,22 @@ A checkpoint written by :func:`save_checkpoint` is a ``torch.save`` of::
      "optimizers": {name: state_dict}, "rng": {"torch": ByteTensor, "cuda": [ByteTensor], "python": tuple},
      "ddp": {"world_size": int, "fingerprints": (world_size, n) float64 tensor}}
 
-It holds no pickled code, so :func:`load_checkpoint` reads it with ``torch.load(weights_only=True)`` and
-refuses anything else. :func:`export_generator` writes the inference weights (EMA generator, mapping network
+plus ``"sha256"``, a digest of everything else in it (:func:`state_digest`). It holds no pickled code, so
+:func:`load_checkpoint` reads it with ``torch.load(weights_only=True)`` and refuses anything else, and it
+refuses a file whose content no longer matches its digest (a bit flipped on disk: ``torch.load`` itself does not
+check). A resume loads :func:`latest_intact_checkpoint`, the newest checkpoint that loads, warning about newer
+ones that do not (:func:`set_aside` then renames them). :func:`export_generator` writes the inference weights (EMA generator, mapping network
 and style encoder for Med-StyleGAN2; the generator for the baselines) as ``.safetensors`` with the config as
 metadata; :func:`load_nets_for_inference` rebuilds the networks from either file.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import pickle
 import re
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -29,10 +34,12 @@ from torch import nn
 
 from medsg_lib.config import TrainConfig
 from medsg_lib.families import get_family, load_train_config
-from medsg_lib.files import CHECKPOINT_DIR, write_atomic
+from medsg_lib.files import CHECKPOINT_DIR, write_torch_atomic
 
 CHECKPOINT_FORMAT = "medsg-ckpt-v1"
 EXPORT_FORMAT = "medsg-export-v1"
+CHECKSUM_KEY = "sha256"  # the digest of the rest of a checkpoint (state_digest); absent in older files
+CORRUPT_SUFFIX = ".corrupt"  # a corrupt checkpoint set aside: step_*.pt.corrupt, never loaded
 _STEP_RE = re.compile(r"^step_(\d+)\.pt$")
 
 
@@ -52,7 +59,38 @@ def save_checkpoint(path: Path, state: dict[str, Any], *, fmt: str = CHECKPOINT_
     A crash while writing leaves the previous file (if any) intact and no partial ``path``. Parent folders are
     created. ``fmt`` names the layout (training runs: ``medsg-ckpt-v1``; the classifier has its own).
     """
-    write_atomic(Path(path), lambda f: torch.save({**state, "format": fmt}, f), fsync=True)
+    full = {**state, "format": fmt}
+    full[CHECKSUM_KEY] = state_digest(full)
+    write_torch_atomic(Path(path), full, fsync=True)
+
+
+def state_digest(state: Any) -> str:
+    """Hex sha256 of a checkpoint's content: every tensor's dtype, shape and bytes and every other value's
+    ``repr``, dict keys in sorted order, the :data:`CHECKSUM_KEY` entry left out. The same before saving and after
+    loading, whatever the device; a flipped bit anywhere in the data changes it."""
+    digest = hashlib.sha256()
+    _feed(digest, state)
+    return digest.hexdigest()
+
+
+def _feed(digest: Any, obj: Any) -> None:
+    if isinstance(obj, torch.Tensor):
+        flat = obj.detach().to("cpu").contiguous().reshape(-1)
+        digest.update(f"T{flat.dtype}{tuple(obj.shape)}".encode())
+        digest.update(flat.view(torch.uint8).numpy())
+    elif isinstance(obj, dict):
+        digest.update(b"{")
+        for key in sorted((k for k in obj if k != CHECKSUM_KEY), key=repr):
+            digest.update(repr(key).encode())
+            _feed(digest, obj[key])
+        digest.update(b"}")
+    elif isinstance(obj, list | tuple):
+        digest.update(b"[" if isinstance(obj, list) else b"(")
+        for item in obj:
+            _feed(digest, item)
+        digest.update(b"]")
+    else:
+        digest.update(f"{type(obj).__name__}:{obj!r};".encode())
 
 
 def load_checkpoint(
@@ -60,9 +98,12 @@ def load_checkpoint(
 ) -> dict[str, Any]:
     """Read a checkpoint written by :func:`save_checkpoint` with ``torch.load(weights_only=True)``.
 
+    The stored digest (:data:`CHECKSUM_KEY`) is checked and removed from the returned dict.
+
     Raises:
         CheckpointError: the file holds pickled Python objects (a saved ``nn.Module``, any class), which is
-            refused for safety; or it is unreadable; or its ``format`` is not ``fmt``.
+            refused for safety; or it is unreadable (empty, truncated); or its ``format`` is not ``fmt``; or its
+            content does not match its digest (corrupt on disk).
     """
     path = Path(path)
     try:
@@ -78,19 +119,71 @@ def load_checkpoint(
     found = state.get("format") if isinstance(state, dict) else None
     if found != fmt:
         raise CheckpointError(f"{path} is not a {fmt} checkpoint: format {found!r}, expected {fmt!r}")
+    stored = state.pop(CHECKSUM_KEY, None)
+    if stored is not None and stored != state_digest(state):
+        raise CheckpointError(
+            f"{path} is corrupt: its content does not match the sha256 stored in it (a changed bit on disk)"
+        )
     return state
+
+
+def checkpoint_steps(run_dir: Path) -> dict[int, Path]:
+    """``{step: path}`` of the files ``run_dir/checkpoints/step_*.pt`` (empty when there are none)."""
+    ckpt_dir = Path(run_dir) / CHECKPOINT_DIR
+    if not ckpt_dir.is_dir():
+        return {}
+    found = ((_STEP_RE.match(p.name), p) for p in ckpt_dir.iterdir())
+    return {int(match.group(1)): p for match, p in found if match and p.is_file()}
+
+
+def latest_intact_checkpoint(
+    run_dir: Path, map_location: str | torch.device = "cpu"
+) -> tuple[dict[str, Any], Path] | None:
+    """The newest checkpoint of ``run_dir`` that loads (:func:`load_checkpoint`), as ``(state, path)``; None when
+    there is none. Each newer one that does not load (corrupt, truncated, empty, unsafe) is reported in a
+    ``RuntimeWarning`` naming it, the reason and the checkpoint used instead; the caller sets those aside
+    (:func:`set_aside`)."""
+    failures = []
+    for step in sorted(checkpoint_steps(run_dir), reverse=True):
+        path = checkpoint_path(run_dir, step)
+        try:
+            state = load_checkpoint(path, map_location)
+        except CheckpointError as err:
+            failures.append(err)
+            continue
+        for err in failures:
+            warnings.warn(f"{err}; resuming from {path} instead", RuntimeWarning, stacklevel=2)
+        return state, path
+    for err in failures:
+        warnings.warn(
+            f"{err}; no intact checkpoint is left: starting from step 0", RuntimeWarning, stacklevel=2
+        )
+    return None
+
+
+def set_aside(run_dir: Path, after_step: int) -> list[Path]:
+    """Rename the checkpoints of ``run_dir`` newer than ``after_step`` to ``step_*.pt.corrupt`` (kept for
+    inspection, never loaded) and return the new paths."""
+    moved = []
+    for step, path in sorted(checkpoint_steps(run_dir).items()):
+        if step > after_step:
+            moved.append(path.rename(path.with_name(path.name + CORRUPT_SUFFIX)))
+    return moved
+
+
+def prune_checkpoints(run_dir: Path, keep: int) -> list[Path]:
+    """Delete all but the ``keep`` newest checkpoints of ``run_dir`` (``keep`` 0: keep every one); returns the
+    deleted paths."""
+    steps = sorted(checkpoint_steps(run_dir))
+    doomed = [checkpoint_path(run_dir, step) for step in steps[:-keep]] if keep > 0 else []
+    for path in doomed:
+        path.unlink()
+    return doomed
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
     """The checkpoint of the highest step in ``run_dir/checkpoints/step_*.pt``, or None if there is none."""
-    ckpt_dir = Path(run_dir) / CHECKPOINT_DIR
-    if not ckpt_dir.is_dir():
-        return None
-    steps = {}
-    for p in ckpt_dir.iterdir():
-        match = _STEP_RE.match(p.name)
-        if match and p.is_file():
-            steps[int(match.group(1))] = p
+    steps = checkpoint_steps(run_dir)
     return steps[max(steps)] if steps else None
 
 

@@ -124,6 +124,9 @@ class TrainConfig:
     log_every: int = 10
     sample_every: int = 500
     ckpt_every: int = 1000
+    # checkpoints kept on disk, the newest (0: every one; learning curves read them all); a corrupt newest one
+    # is skipped on resume, so keep at least 2
+    keep_checkpoints: int = 0
     num_workers: int = 0
     device: str = "auto"  # auto | cpu | cuda | mps
     # bf16 autocast (CUDA, or a CPU with bf16 units); "auto": bf16 where the device has bf16 units, else off,
@@ -145,6 +148,10 @@ class TrainConfig:
         check_choice(self, "amp", AMP_CHOICES)
         check_power_of_two(self, "img_size", 16, 512)
         check_positive(self, "batch_size", "iterations", "log_every", "sample_every", "ckpt_every")
+        if self.keep_checkpoints < 0:
+            raise ValueError(
+                f"TrainConfig.keep_checkpoints={self.keep_checkpoints!r} must be >= 0 (0: keep all)"
+            )
 
     def for_model(self, model: str, net: Any = None, **changes: Any) -> TrainConfig:
         """This run's loop settings for another ``model`` with its ``net`` config (None: its defaults)."""

@@ -15,7 +15,6 @@ tolerance (e.g. the seed-to-seed sd of that model's Table 1 cell).
 from __future__ import annotations
 
 import dataclasses
-import json
 import shutil
 import warnings
 from collections.abc import Callable, Sequence
@@ -34,7 +33,7 @@ from medsg_lib.config import (
     PhantomConfig,
     TrainConfig,
 )
-from medsg_lib.files import CHECKPOINT_DIR, class_slug, file_sha256, read_jsonl
+from medsg_lib.files import CHECKPOINT_DIR, append_jsonl, class_slug, file_sha256, read_jsonl
 from medsg_lib.metrics.records import Comparison
 from medsg_lib.metrics.registry import EvalOptions, metric_functions
 from medsg_lib.metrics.sources import generated_set, real_images
@@ -116,8 +115,7 @@ def evaluate_checkpoints(
                 for metric_fn in metric_functions(CURVE_METRICS):
                     metric_fn(comparison, real, fakes, options)
         step_records = read_jsonl(pending)
-        with open(records_path, "a", encoding="utf-8") as f:  # a checkpoint's records in one write
-            f.write("".join(json.dumps(r) + "\n" for r in step_records))
+        append_jsonl(records_path, step_records)  # a checkpoint's records in one write
         records += step_records
         pending.unlink()
         shutil.rmtree(out)

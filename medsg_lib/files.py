@@ -2,17 +2,21 @@
 
 Every file medsg writes goes through :func:`write_atomic`: the bytes go to a temporary file in the same folder,
 which then replaces the target with ``os.replace``. A crash leaves either the old file or the new one, never a
-partial one, and the temporary file is removed on error. The file names shared by several stages (a run's
+partial one, and the temporary file is removed on error; a write that fails for want of space raises
+:class:`DiskFullError`, which names the file, the free space and the fix. The file names shared by several stages (a run's
 ``config.json``, ``log.jsonl``, ``checkpoints/``, ``samples/``, a generated set's ``manifest.csv``) and the
 run-name convention live here too, so that a reader and a writer can never disagree.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import io
 import json
 import math
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +28,35 @@ CHECKPOINT_DIR = "checkpoints"  # run_dir/checkpoints/step_{t:07d}.pt
 SAMPLES_DIR = "samples"  # run_dir/samples/step_{t:07d}.png
 MANIFEST_NAME = "manifest.csv"  # one row per generated image
 ALL_CLASSES = "all"  # the target class of a model trained on every class (and its folder of images)
+# errors of a write that ran out of room: the disk (or quota) is full, or the file passed the size limit
+DISK_FULL_ERRNOS: frozenset[int] = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+class DiskFullError(OSError):
+    """A write that failed for want of space (:data:`DISK_FULL_ERRNOS`); the message names the file, the free
+    space and the fix. Nothing was left under the file's name (:func:`write_atomic`) or half a line at the end of
+    a log (:func:`append_jsonl`)."""
+
+
+def disk_full_error(path: Path, err: OSError) -> DiskFullError:
+    """The :class:`DiskFullError` for ``err`` (one of :data:`DISK_FULL_ERRNOS`) raised while writing ``path``."""
+    folder = Path(path).parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    free = shutil.disk_usage(folder).free
+    return DiskFullError(
+        err.errno,
+        f"could not write {path}: {err.strerror} ({_size(free)} free in {folder}). Earlier files are intact and "
+        "nothing was left half-written; free some space (or, for 'File too large', raise the file-size limit: "
+        "ulimit -f) and run the same command again: it goes on from the last checkpoint or finished file",
+    )
+
+
+def _size(num_bytes: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if num_bytes >= scale:
+            return f"{num_bytes / scale:.1f} {unit}"
+    return f"{num_bytes} bytes"
 
 
 def write_atomic(path: Path, write: Callable[[IO[bytes]], Any], *, fsync: bool = False) -> Path:
@@ -43,8 +76,10 @@ def write_atomic(path: Path, write: Callable[[IO[bytes]], Any], *, fsync: bool =
                 os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes the file private (0600); give it the usual mode
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and not isinstance(exc, DiskFullError) and exc.errno in DISK_FULL_ERRNOS:
+            raise disk_full_error(path, exc) from exc
         raise
     return path
 
@@ -53,6 +88,17 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def write_torch_atomic(path: Path, obj: Any, *, fsync: bool = False) -> Path:
+    """``torch.save`` ``obj`` to ``path`` atomically (:func:`write_atomic`). The bytes are made in memory first:
+    ``torch.save`` writing into a file turns a full disk's ``OSError`` into an unrelated ``RuntimeError``
+    ("unexpected pos"), which would hide the :class:`DiskFullError`."""
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return write_atomic(path, lambda f: f.write(buffer.getbuffer()), fsync=fsync)
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> Path:
@@ -97,10 +143,26 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def append_jsonl(path: Path, record: dict[str, Any]) -> None:
-    """Append one record as a line (a log grows line by line; a crash loses at most the line being written)."""
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record) + "\n")
+def append_jsonl(path: Path, record: dict[str, Any] | list[dict[str, Any]]) -> None:
+    """Append one record (or a list of them, in one write) as lines: a log grows line by line, and a crash loses
+    at most what is being written. A write that fails (a full disk: :class:`DiskFullError`) leaves the file as
+    it was, without half a line."""
+    records = record if isinstance(record, list) else [record]
+    data = "".join(json.dumps(r) + "\n" for r in records).encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        start = os.fstat(fd).st_size
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        except OSError as exc:
+            os.ftruncate(fd, start)
+            if exc.errno in DISK_FULL_ERRNOS:
+                raise disk_full_error(Path(path), exc) from exc
+            raise
+    finally:
+        os.close(fd)
 
 
 def file_sha256(path: Path) -> str:

@@ -52,15 +52,25 @@ def write_png(path: Path, image: np.ndarray | int, size: int = 8) -> Path:
     return path
 
 
+def marked_image(value: int, size: int) -> np.ndarray:
+    """A ``size`` x ``size`` uint8 image of ``value`` with its top-left pixel one grey level brighter (darker
+    for 255): two grey levels, so not blank, and the value exact away from that corner after resizing."""
+    image = np.full((size, size), value, np.uint8)
+    image[0, 0] = value + 1 if value < 255 else value - 1
+    return image
+
+
 def make_covidqu(base: Path, n: int = 2, size: int = 8, subset: str = "lung") -> Path:
     """A COVID-QU-Ex subset folder: ``base/{Train,Val,Test}/{class}/images/img{k}.png``, ``n`` per split and
-    class, ``size`` px; image k of class c is the constant (40c + 10k + 5) mod 256. All-255 masks of the same
+    class, ``size`` px; image k of class c is the value (40c + 10k + 5) mod 256 everywhere but its top-left pixel,
+    one grey level brighter (:func:`marked_image`: a blank image is refused as data). All-255 masks of the same
     name are in ``lung masks`` (and ``infection masks`` for ``subset="infection"``). Returns ``base``."""
     masks = ["lung masks"] + (["infection masks"] if subset == "infection" else [])
     for split in ("Train", "Val", "Test"):
         for c, name in enumerate(CLASS_NAMES):
             for k in range(n):
-                write_png(base / split / name / "images" / f"img{k}.png", (40 * c + 10 * k + 5) % 256, size)
+                value = (40 * c + 10 * k + 5) % 256
+                write_png(base / split / name / "images" / f"img{k}.png", marked_image(value, size))
                 for folder in masks:
                     write_png(base / split / name / folder / f"img{k}.png", 255, size)
     return base

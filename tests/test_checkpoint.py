@@ -1,10 +1,14 @@
-"""Checkpoints: bit-exact round trip, atomic writes, refusal of pickled objects, latest step, export."""
+"""Checkpoints: bit-exact round trip, atomic writes, refusal of pickled objects, latest step, export, a stored
+digest that catches a flipped bit, resuming past a corrupt checkpoint, keeping the newest N."""
 
 from __future__ import annotations
 
 import json
+import os
+import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from helpers import tiny_cfg
@@ -20,11 +24,12 @@ from medsg_lib.checkpoint import (
     load_checkpoint,
     load_nets_for_inference,
     save_checkpoint,
+    state_digest,
 )
 from medsg_lib.config import DataConfig, TrainConfig, to_jsonable
 from medsg_lib.data import SyntheticXrays
 from medsg_lib.devices import DistInfo
-from medsg_lib.training import build_train_state, checkpoint_state, run_steps
+from medsg_lib.training import build_train_state, checkpoint_state, run_steps, train
 
 CPU = torch.device("cpu")
 
@@ -73,12 +78,11 @@ def test_atomic_write_leaves_no_temp_file_and_keeps_old_on_failure(tmp_path: Pat
     save_checkpoint(path, {"step": 1, "w": torch.arange(3)})
     assert sorted(p.name for p in path.parent.iterdir()) == ["step_0000001.pt"]
 
-    def failing_save(obj, f):
-        f.write(b"partial")
-        raise OSError("disk full")
+    def failing_fsync(fd: int) -> None:  # the bytes are in the temporary file; flushing them fails
+        raise OSError("I/O error")
 
-    monkeypatch.setattr(torch, "save", failing_save)
-    with pytest.raises(OSError, match="disk full"):
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+    with pytest.raises(OSError, match="I/O error"):
         save_checkpoint(path, {"step": 2, "w": torch.zeros(3)})
     monkeypatch.undo()
     assert sorted(p.name for p in path.parent.iterdir()) == ["step_0000001.pt"]
@@ -159,3 +163,83 @@ def test_export_and_inference_loading_agree(tmp_path: Path, model: str) -> None:
             outs = [n["generator"](z) for n in (from_pt, from_st)]
     assert outs[0].shape == (2, 1, 32, 32)
     assert torch.equal(outs[0], outs[1])
+
+
+def flip_a_bit_of(path: Path, value: float) -> None:
+    """Flip one bit of the float32 ``value`` where it is stored in ``path`` (a tensor's data, not the zip's
+    structure: the file still loads, with one number changed)."""
+    data = bytearray(path.read_bytes())
+    at = data.find(np.float32(value).tobytes())
+    assert at > 0
+    data[at] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_a_flipped_bit_is_caught_by_the_digest_stored_in_the_checkpoint(tmp_path: Path) -> None:
+    path = tmp_path / "step_0000001.pt"
+    state = {"step": 1, "w": torch.arange(1000, dtype=torch.float32) + 0.5, "rng": (3, (1, 2), None)}
+    save_checkpoint(path, state)
+    stored = torch.load(path, weights_only=True)
+    assert stored["sha256"] == state_digest({**state, "format": CHECKPOINT_FORMAT}) == state_digest(stored)
+    assert "sha256" not in load_checkpoint(path)  # checked, then removed
+    flip_a_bit_of(path, 777.5)
+    assert not torch.equal(torch.load(path, weights_only=True)["w"], state["w"])  # torch.load does not notice
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(path)
+    assert str(err.value) == (
+        f"{path} is corrupt: its content does not match the sha256 stored in it (a changed bit on disk)"
+    )
+    # the digest sees every kind of value: a tensor's dtype, a key, a number in a tuple
+    base = state_digest(state)
+    assert base != state_digest({**state, "w": state["w"].double()})
+    assert base != state_digest({**state, "rng": (3, (1, 3), None)})
+    assert base != state_digest({"step": 1, "v": state["w"], "rng": state["rng"]})
+
+
+@pytest.mark.parametrize("damage", ["bit", "empty"])
+def test_resume_skips_a_corrupt_latest_checkpoint_and_stays_bit_exact(tmp_path: Path, damage: str) -> None:
+    cfg = tiny_cfg("dcgan", ckpt_every=1, iterations=4)
+    data, dataset = DataConfig(img_size=32), SyntheticXrays(32, 1, num_per_class=4)
+    train(cfg, data, tmp_path / "a", dataset=dataset, progress=False)
+    run = tmp_path / "b"
+    train(cfg, data, run, dataset=dataset, progress=False, stop_at=3)
+    latest, previous = checkpoint_path(run, 3), checkpoint_path(run, 2)
+    if damage == "bit":
+        weight = load_checkpoint(latest)["nets"]["generator"]
+        flip_a_bit_of(latest, float(next(iter(weight.values())).flatten()[7]))
+        reason = "its content does not match the sha256 stored in it (a changed bit on disk)"
+    else:
+        latest.write_bytes(b"")
+        reason = "could not be read as a torch checkpoint (truncated?)"
+    with pytest.warns(RuntimeWarning) as caught:
+        train(cfg, data, run, dataset=dataset, progress=False)
+    [warning] = [str(w.message) for w in caught if "resuming from" in str(w.message)]
+    assert warning.startswith(f"{latest} ") and reason in warning
+    assert warning.endswith(f"; resuming from {previous} instead")
+    names = sorted(p.name for p in latest.parent.iterdir())
+    assert names == sorted([f"step_000000{k}.pt" for k in (1, 2, 3, 4)] + ["step_0000003.pt.corrupt"])
+    a, b = load_checkpoint(checkpoint_path(tmp_path / "a", 4)), load_checkpoint(checkpoint_path(run, 4))
+    assert_same_tree(
+        {k: a[k] for k in ("step", "nets", "optimizers")}, {k: b[k] for k in ("step", "nets", "optimizers")}
+    )
+    logged = [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()]
+    assert logged == [1, 2, 3, 4]
+
+
+def test_only_the_newest_checkpoints_are_kept_when_asked(tmp_path: Path) -> None:
+    cfg = tiny_cfg("dcgan", ckpt_every=1, iterations=4, keep_checkpoints=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        train(
+            cfg,
+            DataConfig(img_size=32),
+            tmp_path,
+            dataset=SyntheticXrays(32, 1, num_per_class=4),
+            progress=False,
+        )
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+        "step_0000003.pt",
+        "step_0000004.pt",
+    ]
+    with pytest.raises(ValueError, match=r"TrainConfig.keep_checkpoints=-1 must be >= 0 \(0: keep all\)"):
+        tiny_cfg("dcgan", keep_checkpoints=-1)

@@ -285,3 +285,56 @@ def test_bad_arguments(tmp_path: Path) -> None:
         read_class_folders(tmp_path, {"covid": "COVID"})
     with pytest.raises(DataError, match=exact("subset='lungs' is not allowed; choose 'lung' or 'infection'")):
         read_covidqu(tmp_path, subset="lungs")
+
+
+# --- degenerate and hostile images ---
+
+
+def test_degenerate_images_are_refused_with_the_threshold_named(tmp_path: Path) -> None:
+    base = make_covidqu(tmp_path / "qu" / LUNG / LUNG, size=16)
+    folder = base / "Test"
+    sliver = write_png(
+        folder / "COVID-19" / "images" / "img0.png", np.tile(np.arange(250, dtype=np.uint8), (1, 16))
+    )
+    tiny = write_png(folder / "Non-COVID" / "images" / "img0.png", np.eye(4, dtype=np.uint8) * 200)
+    blank = write_png(folder / "Normal" / "images" / "img0.png", 77, size=16)
+    for path in (sliver, tiny, blank):  # their masks must match their size, or the mask check speaks first
+        with Image.open(path) as im:
+            size = im.size
+        for masks in ("lung masks",):
+            Image.fromarray(np.full(size[::-1], 255, np.uint8)).save(path.parent.parent / masks / path.name)
+    with pytest.raises(DataError) as info:
+        build_dataset(cfg_for(tmp_path), "test", progress=False)
+    lines = str(info.value).splitlines()
+    assert lines[0] == f"3 bad input(s) under {folder}:"
+    assert lines[1] == (
+        f"  {sliver}: 4000x1 px is 4000.0:1, over 3:1 (transforms.MAX_ASPECT): a chest X-ray is near square and "
+        "every image is stretched to a square; crop it to the chest or remove it"
+    )
+    assert lines[2] == (
+        f"  {tiny}: 4x4 px is too small for 16 px images: its shorter side would be upsampled 4.0x, over 2x "
+        "(transforms.MAX_UPSCALE); use a smaller img_size or remove it"
+    )
+    assert lines[3] == f"  {blank}: every pixel is 77: a blank image shows nothing; remove it"
+    ds = build_dataset(cfg_for(tmp_path, on_bad="skip"), "test", progress=False)
+    assert sorted(p for p, _ in ds.report.skipped) == sorted([sliver, tiny, blank]) and len(ds) == 3
+
+
+def test_a_decompression_bomb_is_refused_before_decoding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from medsg_lib.data import transforms
+
+    path = write_png(tmp_path / "big.png", np.eye(40, dtype=np.uint8) * 255)
+    monkeypatch.setattr(transforms, "MAX_PIXELS", 1_000)  # a 40 x 40 header stands for a bomb's
+
+    def no_decoding(self: Image.Image) -> None:
+        raise AssertionError("decoded a bomb")
+
+    monkeypatch.setattr(Image.Image, "load", no_decoding)
+    message = (
+        f"{path}: its header says 40x40 = 1,600 px, over the 1,000 px limit (transforms.MAX_PIXELS): a "
+        "decompression bomb or not a radiograph; refused before decoding"
+    )
+    with pytest.raises(BadFileError, match=exact(message)):
+        load_image(path)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import LUNG, make_covidqu, write_png
+from helpers import LUNG, make_covidqu, marked_image, write_png
 
 from medsg_lib.config import CLASS_NAMES, DataConfig, PhantomConfig
 from medsg_lib.data import (
@@ -50,7 +50,10 @@ def test_dataset_shapes_ranges_and_exact_values(tmp_path: Path) -> None:
         assert x.shape == (1, 16, 16) and x.dtype == torch.float32
         assert y.dtype == torch.int64 and y.ndim == 0 and int(y) == rec.label
         value = 40 * rec.label + 10 * int(rec.image_path.stem[-1]) + 5
-        torch.testing.assert_close(x, torch.full((1, 16, 16), value / 127.5 - 1), rtol=0, atol=1e-7)
+        # away from the marked top-left pixel (make_covidqu) the image is its value, exactly
+        torch.testing.assert_close(
+            x[:, 6:, 6:], torch.full((1, 10, 10), value / 127.5 - 1), rtol=0, atol=1e-7
+        )
 
 
 def test_three_channels_repeat_grey(tmp_path: Path) -> None:
@@ -93,7 +96,7 @@ def count_decodes(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
 
 
 def test_cache_invalidated_by_touch_replace_and_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    base = make_covidqu(tmp_path / "qu" / LUNG / LUNG, size=12)
+    base = make_covidqu(tmp_path / "qu" / LUNG / LUNG, size=16)  # 32 px below: at most 2x upsampling
     cfg = data_cfg(tmp_path)
     build_dataset(cfg, "val", progress=False)
     decoded = count_decodes(monkeypatch)
@@ -106,11 +109,11 @@ def test_cache_invalidated_by_touch_replace_and_size(tmp_path: Path, monkeypatch
     build_dataset(cfg, "val", progress=False)
     assert len(decoded) == 6
 
-    write_png(target, 251, size=12)  # replace the content
+    write_png(target, marked_image(251, 16))  # replace the content
     decoded.clear()
     ds = build_dataset(cfg, "val", progress=False)
     assert len(decoded) == 6
-    assert int(ds.images[5].min()) == 251 and int(ds.images[5].max()) == 251
+    assert int(ds.images[5, 0, 8, 8]) == 251
 
     decoded.clear()
     ds32 = build_dataset(dataclasses.replace(cfg, img_size=32), "val", progress=False)

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from medsg_lib.files import (
+    DiskFullError,
     append_jsonl,
     class_slug,
     project_relative,
@@ -50,6 +55,75 @@ def test_jsonl_round_trip_and_absent_file(tmp_path: Path) -> None:
     append_jsonl(tmp_path / "log.jsonl", {"step": 1})
     append_jsonl(tmp_path / "log.jsonl", {"step": 2, "loss": 0.5})
     assert read_jsonl(tmp_path / "log.jsonl") == [{"step": 1}, {"step": 2, "loss": 0.5}]
+
+
+def disk_full_message(path: Path, reason: str) -> str:
+    """The regex of :func:`medsg_lib.files.disk_full_error`'s message for ``path`` (free space: any)."""
+    return (
+        re.escape(f"could not write {path}: {reason} (")
+        + r"[0-9.]+ (GB|MB|kB|bytes)"
+        + re.escape(
+            f" free in {path.parent}). Earlier files are intact and nothing was left half-written; free some space "
+            "(or, for 'File too large', raise the file-size limit: ulimit -f) and run the same command again: it "
+            "goes on from the last checkpoint or finished file"
+        )
+    )
+
+
+def test_a_full_disk_names_the_file_the_free_space_and_the_fix(tmp_path: Path, monkeypatch) -> None:
+    path = tmp_path / "generated" / "img.png"
+    write_atomic(path, lambda f: f.write(b"old"))
+
+    def full(f) -> None:
+        f.write(b"half")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with pytest.raises(DiskFullError, match=disk_full_message(path, "No space left on device")) as info:
+        write_atomic(path, full)
+    assert info.value.errno == errno.ENOSPC
+    assert path.read_bytes() == b"old" and sorted(p.name for p in path.parent.iterdir()) == ["img.png"]
+
+    log = tmp_path / "log.jsonl"
+    append_jsonl(log, {"step": 1})
+    real_write = os.write
+
+    def half_then_full(fd: int, data) -> int:
+        real_write(fd, bytes(data[:5]))  # part of the line reaches the disk, then the disk is full
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "write", half_then_full)
+    with pytest.raises(DiskFullError, match=disk_full_message(log, "No space left on device")):
+        append_jsonl(log, [{"step": 2}, {"step": 3}])
+    monkeypatch.undo()
+    assert log.read_text() == '{"step": 1}\n'  # no half line: the log still reads
+    append_jsonl(log, {"step": 2})
+    assert read_jsonl(log) == [{"step": 1}, {"step": 2}]
+
+
+def test_a_real_file_size_limit_stops_a_checkpoint_and_keeps_the_previous_one(tmp_path: Path) -> None:
+    # a real EFBIG from the kernel (ulimit -f in a child process; Python ignores SIGXFSZ), not a patched one
+    ckpt_dir = tmp_path / "run" / "checkpoints"
+    code = f"""
+import resource, sys, torch
+from medsg_lib.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
+from medsg_lib.files import DiskFullError
+run = {str(tmp_path / "run")!r}
+save_checkpoint(checkpoint_path(run, 1), {{"step": 1, "w": torch.arange(10)}})
+resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+try:
+    save_checkpoint(checkpoint_path(run, 2), {{"step": 2, "w": torch.zeros(100_000)}})
+except DiskFullError as err:
+    print(err)
+    sys.exit(3)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 3, done.stderr
+    message = disk_full_message(ckpt_dir / "step_0000002.pt", "File too large")
+    assert re.fullmatch(rf"\[Errno {errno.EFBIG}\] {message}", done.stdout.strip()), done.stdout
+    assert sorted(p.name for p in ckpt_dir.iterdir()) == ["step_0000001.pt"]
+    from medsg_lib.checkpoint import load_checkpoint
+
+    assert load_checkpoint(ckpt_dir / "step_0000001.pt")["step"] == 1
 
 
 def test_paths_in_results_are_relative_to_the_project(tmp_path: Path) -> None:

@@ -148,7 +148,8 @@ def test_a_nan_between_log_lines_is_caught_before_the_next_checkpoint(tmp_path: 
         )
     assert str(err.value) == (
         f"training diverged at step 2: loss term 'g_total' is nan (run dir {run_dir}); "
-        "the last good checkpoint is none (no checkpoint yet)"
+        "the last good checkpoint is none (no checkpoint yet). Running again starts at step 0 and diverges "
+        "again: change the run first, e.g. a lower learning rate or amp='off' (float32)"
     )
     assert not list(run_dir.glob("checkpoints/*.pt"))
 

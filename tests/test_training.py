@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from medsg_lib.training import (
     step_seed,
     train,
 )
+from medsg_lib.training.interrupt import TrainingInterrupted
 
 CPU = torch.device("cpu")
 DATA = DataConfig(img_size=32)
@@ -133,11 +136,15 @@ def test_one_medsg_step_moves_d_g_a_little_f_and_the_ema(tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize(
-    ("model", "loss_name", "calls_per_step", "term"),
-    [("medsg", "medsg_d_loss", 2, "d_latent_total"), ("dcgan", "baseline_g_loss", 1, "g_total")],
+    ("model", "loss_name", "calls_per_step", "term", "amp"),
+    [
+        ("medsg", "medsg_d_loss", 2, "d_latent_total", "off"),
+        ("dcgan", "baseline_g_loss", 1, "g_total", "off"),
+        ("dcgan", "baseline_g_loss", 1, "g_total", "bf16"),
+    ],
 )
 def test_nan_loss_stops_with_step_and_term(
-    tmp_path: Path, monkeypatch, model, loss_name, calls_per_step, term
+    tmp_path: Path, monkeypatch, model, loss_name, calls_per_step, term, amp
 ):
     original = getattr(losses, loss_name)
     calls = []
@@ -152,11 +159,12 @@ def test_nan_loss_stops_with_step_and_term(
     monkeypatch.setattr(losses, loss_name, nan_at_step_2)
     run_dir = tmp_path / "run"
     with pytest.raises(FloatingPointError) as err:
-        train(tiny_cfg(model, ckpt_every=1), DATA, run_dir, dataset=dataset(), progress=False)
+        train(tiny_cfg(model, ckpt_every=1, amp=amp), DATA, run_dir, dataset=dataset(), progress=False)
     last = run_dir / "checkpoints" / "step_0000001.pt"
     assert str(err.value) == (
         f"training diverged at step 2: loss term {term!r} is nan (run dir {run_dir}); "
-        f"the last good checkpoint is {last}"
+        f"the last good checkpoint is {last}. Running again resumes from it and diverges again: change the "
+        "run first, e.g. a lower learning rate or amp='off' (float32)"
     )
     assert sorted(p.name for p in last.parent.iterdir()) == ["step_0000001.pt"]
 
@@ -254,3 +262,31 @@ def test_a_run_writes_the_same_checkpoint_bytes_every_time(tmp_path: Path) -> No
     train(cfg, DATA, tmp_path / "b", dataset=dataset(), progress=False)
     shas = {run: file_sha256(tmp_path / run / "checkpoints" / "step_0000004.pt") for run in "ab"}
     assert shas["a"] == shas["b"]  # so a generated set's checkpoint hash is the same in every fresh clone
+
+
+def test_ctrl_c_finishes_the_step_checkpoints_it_and_resumes_bit_exactly(tmp_path: Path, monkeypatch) -> None:
+    cfg = tiny_cfg("dcgan", ckpt_every=4)  # no periodic checkpoint before the end
+    train(cfg, DATA, tmp_path / "a", dataset=dataset(), progress=False)
+    original, calls = losses.baseline_g_loss, []
+
+    def ctrl_c_during_step_3(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:  # inside step 3, between the discriminator's update and the generator's
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(losses, "baseline_g_loss", ctrl_c_during_step_3)
+    run = tmp_path / "b"
+    with pytest.raises(TrainingInterrupted) as err:
+        train(cfg, DATA, run, dataset=dataset(), progress=False)
+    checkpoint = run / "checkpoints" / "step_0000003.pt"
+    assert str(err.value) == (
+        f"training stopped by Ctrl-C after step 3: checkpoint {checkpoint} written; run the same command to "
+        "continue from it"
+    )
+    assert sorted(p.name for p in checkpoint.parent.iterdir()) == ["step_0000003.pt"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is gone again
+    monkeypatch.undo()
+    train(cfg, DATA, run, dataset=dataset(), progress=False)
+    a, b = tensors(final_state(tmp_path / "a", 4)), tensors(final_state(run, 4))
+    assert [k for k in a if not torch.equal(a[k], b[k])] == []

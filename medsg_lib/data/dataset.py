@@ -45,11 +45,11 @@ from medsg_lib.data.records import (
     check_splits,
     make_report,
 )
-from medsg_lib.data.transforms import faithful_augment, load_image, normalize_u8, preprocess
-from medsg_lib.files import write_atomic
+from medsg_lib.data.transforms import check_radiograph, faithful_augment, load_image, normalize_u8, preprocess
+from medsg_lib.files import write_torch_atomic
 
 # Bump when decoding or preprocessing changes: every cache file is then rebuilt.
-READER_VERSION = 1
+READER_VERSION = 2
 DECODE_THREADS = min(4, os.cpu_count() or 1)  # Pillow releases the GIL while decoding and resizing
 
 
@@ -126,9 +126,11 @@ def _check_mask(mask: Path | None, image_hw: tuple[int, int], image_path: Path) 
 def decode_record(rec: XrayRecord, img_size: int, channels: int) -> np.ndarray:
     """Decode, validate and resize one record -> uint8 ``(channels, img_size, img_size)``.
 
-    Raises :class:`BadFileError` for an undecodable image or a mask that is unreadable or of another size.
+    Raises :class:`BadFileError` for an undecodable image, a degenerate one (:func:`check_radiograph`: extreme
+    aspect ratio, too small, blank) or a mask that is unreadable or of another size.
     """
     img = load_image(rec.image_path, channels)
+    check_radiograph(img, img_size, rec.image_path)
     for mask in (rec.lung_mask_path, rec.infection_mask_path):
         _check_mask(mask, img.shape[:2], rec.image_path)
     out = preprocess(img, img_size)
@@ -202,7 +204,7 @@ def cached_images(
         desc = f"decoding {name} ({len(records)} images -> {img_size}px)"
         images, files, bad = _decode_all(records, img_size, channels, progress, desc)
         payload = {"version": READER_VERSION, "key": key, "images": images, "files": files, "skipped": bad}
-        write_atomic(path, lambda f: torch.save(payload, f))
+        write_torch_atomic(path, payload)
     skipped = tuple((Path(p), reason) for p, reason in payload["skipped"])
     if skipped:  # named by the folder that holds them all
         apply_on_bad(skipped, Path(os.path.commonpath([p.parent for p, _ in skipped])), on_bad)

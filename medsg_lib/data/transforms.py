@@ -36,6 +36,14 @@ from PIL import Image, ImageOps
 from medsg_lib.data.records import BadFileError, DataError
 
 SIXTEEN_BIT_MODES: frozenset[str] = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
+# Degenerate and hostile images (docs/reliability.md). Refused before decoding: more pixels than an 8000 x 8000
+# radiograph (a decompression bomb announces its size in the header; Pillow itself only warns below 179 Mpx).
+MAX_PIXELS = 64_000_000
+# Refused as training or evaluation images (:func:`check_radiograph`): longer side over 3x the shorter (chest
+# X-rays are 1:1 to 1.5:1, and every image is stretched to a square), shorter side under half the training size
+# (more than 2x upsampling invents the detail it shows), and images with one grey level (no content).
+MAX_ASPECT = 3.0
+MAX_UPSCALE = 2.0
 PILLOW_TO_RGB_MODES: frozenset[str] = frozenset({"CMYK", "YCbCr", "LAB", "HSV", "RGBX", "RGBa"})
 
 
@@ -102,8 +110,11 @@ def load_image(path: Path, channels: int = 1) -> np.ndarray:
     path = Path(path)
     try:
         with Image.open(path) as opened:
+            check_pixel_count(opened.size, path)
             opened.load()
             im = ImageOps.exif_transpose(opened)
+    except BadFileError:
+        raise
     except FileNotFoundError:
         raise BadFileError(path, "file does not exist") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
@@ -114,6 +125,43 @@ def load_image(path: Path, channels: int = 1) -> np.ndarray:
     if channels == 1:
         return rgb_to_gray(pixels) if is_color else pixels
     return pixels if is_color else np.repeat(pixels[..., None], 3, axis=2)
+
+
+def check_pixel_count(size: tuple[int, int], path: Path) -> None:
+    """Raise :class:`BadFileError` when a header announces more than :data:`MAX_PIXELS` pixels (or none), before
+    anything is decoded."""
+    width, height = size
+    if width * height > MAX_PIXELS:
+        raise BadFileError(
+            path,
+            f"its header says {width}x{height} = {width * height:,} px, over the {MAX_PIXELS:,} px limit "
+            "(transforms.MAX_PIXELS): a decompression bomb or not a radiograph; refused before decoding",
+        )
+    if width < 1 or height < 1:
+        raise BadFileError(path, f"its header says {width}x{height} px: an image without pixels; replace it")
+
+
+def check_radiograph(img: np.ndarray, img_size: int, path: Path) -> None:
+    """Raise :class:`BadFileError` naming ``path`` when a decoded image (``(H, W)`` or ``(H, W, 3)``) is not usable
+    as a ``img_size`` px training or evaluation X-ray: an aspect ratio over :data:`MAX_ASPECT`, a shorter side
+    under ``img_size / MAX_UPSCALE``, or a single grey level."""
+    height, width = img.shape[:2]
+    ratio = max(width, height) / min(width, height)
+    if ratio > MAX_ASPECT:
+        raise BadFileError(
+            path,
+            f"{width}x{height} px is {ratio:.1f}:1, over {MAX_ASPECT:g}:1 (transforms.MAX_ASPECT): a chest X-ray "
+            "is near square and every image is stretched to a square; crop it to the chest or remove it",
+        )
+    if min(width, height) * MAX_UPSCALE < img_size:
+        raise BadFileError(
+            path,
+            f"{width}x{height} px is too small for {img_size} px images: its shorter side would be upsampled "
+            f"{img_size / min(width, height):.1f}x, over {MAX_UPSCALE:g}x (transforms.MAX_UPSCALE); use a smaller "
+            "img_size or remove it",
+        )
+    if img.min() == img.max():
+        raise BadFileError(path, f"every pixel is {int(img.min())}: a blank image shows nothing; remove it")
 
 
 def preprocess(img: np.ndarray, img_size: int) -> np.ndarray:

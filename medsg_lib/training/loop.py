@@ -26,7 +26,14 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from medsg_lib.checkpoint import checkpoint_path, latest_checkpoint, load_checkpoint, save_checkpoint
+from medsg_lib.checkpoint import (
+    checkpoint_path,
+    latest_checkpoint,
+    latest_intact_checkpoint,
+    prune_checkpoints,
+    save_checkpoint,
+    set_aside,
+)
 from medsg_lib.config import DataConfig, PhantomConfig, TrainConfig
 from medsg_lib.devices import (
     DistInfo,
@@ -40,6 +47,7 @@ from medsg_lib.families.base import ModelFamily, StepContext, TrainState
 from medsg_lib.files import CONFIG_NAME, LOG_NAME, append_jsonl, read_json, write_json_atomic
 from medsg_lib.heartbeat import Heartbeat
 from medsg_lib.provenance import code_version
+from medsg_lib.training.interrupt import TrainingInterrupted, deferred_interrupt
 from medsg_lib.training.plan import StepPlans, check_dataset, make_loader, make_plan_fn
 from medsg_lib.training.rundir import (
     LogWindow,
@@ -111,11 +119,16 @@ def _prepare_run_dir(run_dir: Path, config: dict[str, Any], resume: bool, info: 
 
 
 def _resume(state: TrainState, run_dir: Path, device: torch.device, info: DistInfo) -> None:
-    ckpt_path = latest_checkpoint(run_dir)
-    if ckpt_path is None:
+    """Continue from the newest checkpoint that loads; newer ones that do not (corrupt, truncated) are named in a
+    warning and set aside as ``*.pt.corrupt`` once every rank has chosen."""
+    if latest_checkpoint(run_dir) is None:
         return
-    restore_state(state, load_checkpoint(ckpt_path, map_location=device))
+    found = latest_intact_checkpoint(run_dir, map_location=device)
+    if found is not None:
+        restore_state(state, found[0])
+    _barrier(info)
     if info.is_main:
+        set_aside(run_dir, state.step)
         truncate_log(run_dir / LOG_NAME, state.step)
 
 
@@ -146,6 +159,8 @@ def train(
     Raises:
         FloatingPointError: a loss term became NaN or infinite (the message names the step, the term, the
             run dir and the last good checkpoint).
+        TrainingInterrupted: Ctrl-C (SIGINT) in a single-process run: the step in progress finished and was
+            checkpointed (:mod:`.interrupt`); the message names the checkpoint.
         ValueError: config mismatch on resume; data that does not fit ``cfg``.
     """
     run_dir = Path(run_dir)
@@ -200,14 +215,14 @@ def _train_loop(
         desc=f"train {cfg.model}",
         disable=not (progress and info.is_main),
     )
-    with bar:
+    with bar, deferred_interrupt(enabled=not info.distributed) as interrupted:
         for terms in run_steps(state, cfg, dataset, labels, stop, device, info, family):
             t = state.step
             window.add(t, terms)
             bar.update(1)
             is_log = t % cfg.log_every == 0 or t == cfg.iterations
             is_sample = t % cfg.sample_every == 0 or t == cfg.iterations
-            is_ckpt = t % cfg.ckpt_every == 0 or t == stop
+            is_ckpt = t % cfg.ckpt_every == 0 or t == stop or interrupted()
             if is_sample or is_ckpt:  # on every rank, so that the ranks stop together
                 # the only host synchronisation between log lines: nothing is written after a NaN
                 window.check_finite(run_dir)
@@ -226,4 +241,10 @@ def _train_loop(
                     save_checkpoint(
                         checkpoint_path(run_dir, t), checkpoint_state(state, config, fingerprints)
                     )
+                    prune_checkpoints(run_dir, cfg.keep_checkpoints)
                 _barrier(info)
+            if interrupted():
+                raise TrainingInterrupted(
+                    f"training stopped by Ctrl-C after step {t}: checkpoint {checkpoint_path(run_dir, t)} "
+                    "written; run the same command to continue from it"
+                )

@@ -48,6 +48,7 @@ RESUMABLE_FIELDS: dict[str, frozenset[str]] = {
             "log_every",
             "sample_every",
             "ckpt_every",
+            "keep_checkpoints",
             "num_workers",
             "device",
             "compile",
@@ -191,7 +192,9 @@ def check_finite(terms: dict[str, float], step: int, run_dir: Path) -> None:
             last = latest_checkpoint(run_dir)
             raise FloatingPointError(
                 f"training diverged at step {step}: loss term {name!r} is {value} (run dir {run_dir}); "
-                f"the last good checkpoint is {last if last is not None else 'none (no checkpoint yet)'}"
+                f"the last good checkpoint is {last if last is not None else 'none (no checkpoint yet)'}. "
+                f"Running again {'resumes from it' if last is not None else 'starts at step 0'} and diverges "
+                "again: change the run first, e.g. a lower learning rate or amp='off' (float32)"
             )
 
 
