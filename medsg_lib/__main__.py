@@ -39,6 +39,7 @@ def _data_root_argument(text: str) -> str:
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from medsg_lib.files import FolderBusyError, folder_lock
     from medsg_lib.notebook import data_source_tag
     from medsg_lib.paths import project_root
     from medsg_lib.reproduce import NotebookFailed, plan_jobs, run_jobs, summary_table
@@ -62,7 +63,12 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         )
     t0 = time.perf_counter()
     try:
-        results = run_jobs(jobs, out_dir=executed, progress=not args.quiet)
+        # one reproduce per data source at a time: two would train the same runs and write the same tables
+        with folder_lock(executed, f"reproduce --profile {args.profile}"):
+            results = run_jobs(jobs, out_dir=executed, progress=not args.quiet)
+    except FolderBusyError as err:
+        print(f"[reproduce] {err}", file=sys.stderr)
+        return 1
     except NotebookFailed as err:
         print(f"[reproduce] FAILED: {err}", file=sys.stderr)
         return 1

@@ -11,14 +11,18 @@ run-name convention live here too, so that a reader and a writer can never disag
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import io
 import json
 import math
 import os
 import shutil
+import socket
 import tempfile
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -50,6 +54,49 @@ def disk_full_error(path: Path, err: OSError) -> DiskFullError:
         "nothing was left half-written; free some space (or, for 'File too large', raise the file-size limit: "
         "ulimit -f) and run the same command again: it goes on from the last checkpoint or finished file",
     )
+
+
+LOCK_NAME = ".medsg-lock"  # in a folder one process writes: a run, a generated set, a reproduce's outputs
+
+
+class FolderBusyError(RuntimeError):
+    """A folder that another live process is writing (:func:`folder_lock`); the message names the process."""
+
+
+@contextmanager
+def folder_lock(folder: Path, purpose: str) -> Iterator[None]:
+    """Hold ``folder`` for this process during the block, so that a second writer is refused instead of
+    overwriting its files (two ``train`` runs on one run folder). The lock is the kernel's (``flock`` on
+    ``folder/.medsg-lock``): a process that dies releases it, so a lock left by a dead process is taken over
+    without asking. The file names the holder and is removed at the end. ``folder`` is created.
+
+    Raises:
+        FolderBusyError: another live process holds ``folder``; the message names it (pid, host, purpose, start).
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 500, 0).decode("utf-8", "replace").strip() or "another process"
+            raise FolderBusyError(
+                f"{folder} is in use by {holder}; two writers would overwrite each other's files. Wait for it "
+                "to finish or stop it, then run this again (a stopped run resumes)"
+            ) from None
+        since = time.strftime("%Y-%m-%d %H:%M:%S")
+        os.ftruncate(fd, 0)
+        os.pwrite(
+            fd, f"process {os.getpid()} on {socket.gethostname()} ({purpose}, since {since})".encode(), 0
+        )
+        try:
+            yield
+        finally:
+            path.unlink(missing_ok=True)
+    finally:
+        os.close(fd)
 
 
 def _size(num_bytes: int) -> str:

@@ -50,6 +50,7 @@ from medsg_lib.files import (
     MANIFEST_NAME,
     class_slug,
     file_sha256,
+    folder_lock,
     read_json,
     write_atomic,
     write_json_atomic,
@@ -323,32 +324,35 @@ def generate(
         dataset = _load_sources(train_cfg, data_cfg, phantoms, progress)
         lookup, sources = SourceImages(dataset), dataset.records
     plan = [it for t in targets for it in plan_items(train_cfg, gen_cfg, t, sources)]
-    _prepare_out_dir(out_dir, info)  # after every check of the inputs: a failed call leaves no config.json
-    for target in targets:
-        _check_no_foreign_files(out_dir, target, [it for it in plan if it.target_class == target])
-        (out_dir / class_slug(target)).mkdir(exist_ok=True)
-    run = {"model": train_cfg.model, "checkpoint": str(ckpt_path), "checkpoint_sha256": sha[:16]}
-    kept = _kept_rows(out_dir, targets)
-    done = {it.seed for it in plan if (out_dir / item_file(it)).is_file()}
-    todo = [it for it in plan if it.seed not in done]
+    with folder_lock(out_dir, f"generate from {ckpt_path.name}"):  # one writer per set
+        _prepare_out_dir(
+            out_dir, info
+        )  # after every check of the inputs: a failed call leaves no config.json
+        for target in targets:
+            _check_no_foreign_files(out_dir, target, [it for it in plan if it.target_class == target])
+            (out_dir / class_slug(target)).mkdir(exist_ok=True)
+        run = {"model": train_cfg.model, "checkpoint": str(ckpt_path), "checkpoint_sha256": sha[:16]}
+        kept = _kept_rows(out_dir, targets)
+        done = {it.seed for it in plan if (out_dir / item_file(it)).is_file()}
+        todo = [it for it in plan if it.seed not in done]
 
-    def flush() -> None:
-        rows = manifest_rows([it for it in plan if it.seed in done], run)
-        write_manifest(out_dir, pd.concat([kept, rows], ignore_index=True) if len(kept) else rows)
+        def flush() -> None:
+            rows = manifest_rows([it for it in plan if it.seed in done], run)
+            write_manifest(out_dir, pd.concat([kept, rows], ignore_index=True) if len(kept) else rows)
 
-    batches = generate_batches(nets, train_cfg, todo, lookup, gen_cfg.batch_size, torch_device)
-    desc = f"generate {train_cfg.model} -> {out_dir.name}"
-    heartbeat = Heartbeat(desc)
-    with tqdm(total=len(plan), initial=len(done), desc=desc, unit="img", disable=not progress) as bar:
-        for b, (chunk, x_fake) in enumerate(batches, start=1):
-            for it, x in zip(chunk, x_fake.cpu(), strict=True):
-                write_png(x, out_dir / item_file(it))
-                done.add(it.seed)
-            bar.update(len(chunk))
-            heartbeat.beat(f"{len(done)}/{len(plan)} images", force=len(done) == len(plan))
-            if b % MANIFEST_EVERY_BATCHES == 0:
-                flush()
-    flush()
+        batches = generate_batches(nets, train_cfg, todo, lookup, gen_cfg.batch_size, torch_device)
+        desc = f"generate {train_cfg.model} -> {out_dir.name}"
+        heartbeat = Heartbeat(desc)
+        with tqdm(total=len(plan), initial=len(done), desc=desc, unit="img", disable=not progress) as bar:
+            for b, (chunk, x_fake) in enumerate(batches, start=1):
+                for it, x in zip(chunk, x_fake.cpu(), strict=True):
+                    write_png(x, out_dir / item_file(it))
+                    done.add(it.seed)
+                bar.update(len(chunk))
+                heartbeat.beat(f"{len(done)}/{len(plan)} images", force=len(done) == len(plan))
+                if b % MANIFEST_EVERY_BATCHES == 0:
+                    flush()
+        flush()
     return out_dir
 
 

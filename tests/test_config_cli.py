@@ -1,5 +1,7 @@
 """Config validation, the reproduce planner/runner and the command line."""
 
+import os
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -12,6 +14,7 @@ from medsg_lib.config import DataConfig, TrainConfig, from_jsonable, to_jsonable
 from medsg_lib.families import FAMILIES, DCGANConfig, GANConfig, MedSGConfig, load_train_config, resolve
 from medsg_lib.files import run_name
 from medsg_lib.notebook import overrides
+from medsg_lib.paths import project_root
 from medsg_lib.profiles import PROFILE_NAMES, get_profile
 from medsg_lib.reproduce import NotebookFailed, NotebookJob, plan_jobs, run_jobs
 
@@ -307,3 +310,21 @@ def test_bench_train_keeps_the_profiles_precision_and_layout_unless_given():
     assert (cfg.amp, cfg.channels_last) == ("off", False)
     cfg = bench_train_config(build_parser().parse_args(["bench", "train", "--channels-last"]))
     assert (cfg.amp, cfg.channels_last, cfg.img_size) == ("off", True, 256)  # the paper profile's precision
+
+
+def test_a_second_reproduce_on_the_same_outputs_is_refused(tmp_path):
+    from medsg_lib.files import folder_lock
+
+    executed = tmp_path / "results" / "executed"
+    env = {**os.environ, "MEDSG_ROOT": str(tmp_path)}
+    shutil.copytree(project_root() / "notebooks", tmp_path / "notebooks")
+    with folder_lock(executed, "reproduce --profile smoke"):
+        out = subprocess.run(
+            [sys.executable, "-m", "medsg_lib", "reproduce", "--profile", "smoke", "--only", "99"],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+    assert out.returncode == 1
+    assert f"[reproduce] {executed} is in use by process {os.getpid()} on " in out.stderr
+    assert "(reproduce --profile smoke, since " in out.stderr

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import re
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,12 +19,13 @@ from PIL import Image
 from medsg_lib import generate as gen_mod
 from medsg_lib.checkpoint import save_checkpoint
 from medsg_lib.config import CLASS_NAMES, DataConfig, GenerateConfig, PhantomConfig, TrainConfig, to_jsonable
-from medsg_lib.data import XrayDataset, XrayRecord
+from medsg_lib.data import SyntheticXrays, XrayDataset, XrayRecord
 from medsg_lib.families import get_family
+from medsg_lib.files import FolderBusyError
 from medsg_lib.generate import SourceImages, generate, generate_batches, plan_items, to_uint8_array
 from medsg_lib.manifest import MANIFEST_COLUMNS, GeneratedItem, item_file, lpips_groups, read_manifest
 from medsg_lib.metrics.features import to_uint8 as features_to_uint8
-from medsg_lib.training import build_train_state, checkpoint_state
+from medsg_lib.training import build_train_state, checkpoint_state, train
 
 CPU = torch.device("cpu")
 COVID, NON_COVID, NORMAL = CLASS_NAMES
@@ -269,3 +274,62 @@ def test_bad_paths_name_the_file(tmp_path: Path) -> None:
 def test_generated_item_fields() -> None:
     item = GeneratedItem(7, NORMAL, "/val/a.png", COVID, "latent", 0)
     assert item.reference_image is None and item_file(item) == "normal/000007.png"
+
+
+def hold(folder: Path, purpose: str) -> subprocess.Popen:
+    """A live process holding ``folder`` (:func:`medsg_lib.files.folder_lock`) until killed."""
+    code = (
+        "import sys, time\nfrom pathlib import Path\nfrom medsg_lib.files import folder_lock\n"
+        "with folder_lock(Path(sys.argv[1]), sys.argv[2]):\n    print('held', flush=True)\n    time.sleep(300)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(folder), purpose], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None and proc.stdout.readline() == "held\n"
+    return proc
+
+
+def busy_message(folder: Path, pid: int, purpose: str) -> str:
+    return (
+        re.escape(f"{folder} is in use by process {pid} on {socket.gethostname()} ({purpose}, since ")
+        + r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"
+        + re.escape(
+            "); two writers would overwrite each other's files. Wait for it to finish or stop it, then run this "
+            "again (a stopped run resumes)"
+        )
+    )
+
+
+def test_a_second_writer_is_refused_and_a_dead_writers_lock_taken_over(tmp_path: Path) -> None:
+    cfg, data_cfg = tiny_cfg("dcgan"), DataConfig(img_size=32)
+    run = tmp_path / "run"
+    holder = hold(run, "train dcgan")
+    try:
+        with pytest.raises(FolderBusyError, match=busy_message(run, holder.pid, "train dcgan")):
+            train(cfg, data_cfg, run, dataset=SyntheticXrays(32, 1, num_per_class=4), progress=False)
+        assert not (run / "config.json").exists()  # refused before writing anything
+    finally:
+        holder.kill()  # SIGKILL: the holder cannot clean up; its lock file stays, naming it
+        holder.wait()
+    assert (run / ".medsg-lock").read_text().startswith(f"process {holder.pid} ")
+    train(cfg, data_cfg, run, dataset=SyntheticXrays(32, 1, num_per_class=4), progress=False)  # taken over
+    assert not (run / ".medsg-lock").exists()
+
+    out = tmp_path / "gen"
+    holder = hold(out, "generate from step_0000004.pt")
+    try:
+        with pytest.raises(
+            FolderBusyError, match=busy_message(out, holder.pid, "generate from step_0000004.pt")
+        ):
+            generate(run / "checkpoints" / "step_0000004.pt", out, GenerateConfig(num_per_class=2), data_cfg)
+    finally:
+        holder.kill()
+        holder.wait()
+    generate(
+        run / "checkpoints" / "step_0000004.pt",
+        out,
+        GenerateConfig(num_per_class=2),
+        data_cfg,
+        progress=False,
+    )
+    assert sorted(p.name for p in out.iterdir()) == ["all", "config.json", "manifest.csv"]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,7 @@ from medsg_lib.devices import (
 )
 from medsg_lib.families import family_of, resolve
 from medsg_lib.families.base import ModelFamily, StepContext, TrainState
-from medsg_lib.files import CONFIG_NAME, LOG_NAME, append_jsonl, read_json, write_json_atomic
+from medsg_lib.files import CONFIG_NAME, LOG_NAME, append_jsonl, folder_lock, read_json, write_json_atomic
 from medsg_lib.heartbeat import Heartbeat
 from medsg_lib.provenance import code_version
 from medsg_lib.training.interrupt import TrainingInterrupted, deferred_interrupt
@@ -166,7 +167,9 @@ def train(
     run_dir = Path(run_dir)
     cfg = resolve(cfg)
     family = family_of(cfg)  # resolved once, handed to everything below
-    with init_distributed(cfg.device) as (info, device):
+    with init_distributed(cfg.device) as (info, device), ExitStack() as held:
+        if info.is_main:  # one writer per run folder: a second train on it is refused, naming this process
+            held.enter_context(folder_lock(run_dir, f"train {cfg.model}"))
         cfg = replace(cfg, amp=resolve_amp(cfg.amp, device))  # recorded as used ("auto" never is)
         config = run_config(cfg, data_cfg)
         configure_backend(device)
