@@ -186,6 +186,22 @@ def dist_info_from_env() -> DistInfo:
     )
 
 
+DDP_TIMEOUT_ENV = "MEDSG_DDP_TIMEOUT"  # seconds a rank waits in a collective for the others (default 1800)
+
+
+def ddp_timeout_s() -> float:
+    """How long a rank waits in a collective for a rank that died or hangs before it stops with an error:
+    ``$MEDSG_DDP_TIMEOUT`` seconds, else 1800 (a checkpoint written by a slow file system must fit in it)."""
+    text = os.environ.get(DDP_TIMEOUT_ENV, "1800")
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value <= 0:
+        raise ValueError(f"{DDP_TIMEOUT_ENV}={text!r} must be a number of seconds > 0")
+    return value
+
+
 @contextlib.contextmanager
 def init_distributed(device_name: str) -> Iterator[tuple[DistInfo, torch.device]]:
     """Context giving ``(DistInfo, device)``; under torchrun it joins (and on exit leaves) the process group.
@@ -201,7 +217,7 @@ def init_distributed(device_name: str) -> Iterator[tuple[DistInfo, torch.device]
     owns_group = info.distributed and not dist.is_initialized()
     if owns_group:
         backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=30))
+        dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=ddp_timeout_s()))
     if info.distributed and dist.get_world_size() != info.world_size:
         raise RuntimeError(f"WORLD_SIZE={info.world_size} but the process group has {dist.get_world_size()}")
     try:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -32,26 +34,44 @@ from medsg_lib.training import train
 sys.path.insert(0, sys.argv[3])  # the tests folder, for helpers
 from helpers import tiny_cfg
 
+if len(sys.argv) > 4:  # rank 1 hangs in the generator loss of that step (a stuck GPU, a dead node)
+    import os, time
+    from medsg_lib import losses
+
+    original, calls = losses.baseline_g_loss, []
+
+    def hang(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == int(sys.argv[4]) and os.environ["RANK"] == "1":
+            time.sleep(600)
+        return original(*args, **kwargs)
+
+    losses.baseline_g_loss = hang
 cfg = tiny_cfg(sys.argv[1], sample_every=4)
 train(cfg, DataConfig(img_size=32), Path(sys.argv[2]), dataset=SyntheticXrays(32), progress=False)
 """
 
 
-def run_torchrun(tmp_path: Path, model: str) -> Path:
+def torchrun(tmp_path: Path, model: str, *extra: str, **env: str) -> subprocess.CompletedProcess:
+    """A 2-process gloo training of ``tiny_cfg(model)`` into ``tmp_path/run`` (``extra``: the step at which rank
+    1 hangs)."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     script = tmp_path / "ddp_train.py"
     script.write_text(SCRIPT)
-    run_dir = tmp_path / "run"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [*cmd, str(script), model, str(run_dir), str(Path(__file__).parent)],
+    return subprocess.run(
+        [*cmd, str(script), model, str(tmp_path / "run"), str(Path(__file__).parent), *extra],
         capture_output=True,
         text=True,
         timeout=240,
-        env=env,
+        env={**os.environ, "OMP_NUM_THREADS": "1", **env},
     )
+
+
+def run_torchrun(tmp_path: Path, model: str) -> Path:
+    proc = torchrun(tmp_path, model)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return run_dir
+    return tmp_path / "run"
 
 
 @pytest.mark.slow
@@ -78,3 +98,66 @@ def test_two_process_run_writes_once_and_ranks_agree(tmp_path: Path, model: str)
     _, saved = state_fingerprint(state)
     assert torch.equal(saved, fingerprints[0])
     assert len(initial) < len(saved)  # Adam states exist after training
+
+
+@pytest.mark.slow
+def test_a_hanging_rank_stops_the_others_with_a_named_error_and_the_resume_is_bit_exact(
+    tmp_path: Path,
+) -> None:
+    reference = run_torchrun(tmp_path / "a", "dcgan")
+    t0 = time.perf_counter()
+    proc = torchrun(tmp_path / "b", "dcgan", "3", MEDSG_DDP_TIMEOUT="5")  # rank 1 hangs in step 3
+    waited = time.perf_counter() - t0
+    run = tmp_path / "b" / "run"
+    last = run / "checkpoints" / "step_0000002.pt"
+    assert proc.returncode != 0 and waited < 120
+    expected = re.compile(
+        re.escape("RankLostError: rank 0 of 2 stopped: a collective failed (")
+        + r".*Timed out.*"
+        + re.escape(
+            f"), so another rank died or hangs (a rank waits 5 s, MEDSG_DDP_TIMEOUT). The last checkpoint is {last}; "
+            "run the same torchrun command again to resume from it"
+        )
+    )
+    assert expected.search(proc.stdout + proc.stderr), proc.stderr[-3000:]
+    assert sorted(p.name for p in last.parent.iterdir()) == ["step_0000002.pt"]
+    resumed = torchrun(tmp_path / "b", "dcgan")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a = load_checkpoint(reference / "checkpoints" / "step_0000004.pt")
+    b = load_checkpoint(run / "checkpoints" / "step_0000004.pt")
+    assert_same_state(a, b)
+
+
+def assert_same_state(a: dict, b: dict) -> None:
+    """Equal nets and optimiser states, tensor for tensor."""
+
+    def leaves(tree, prefix=""):
+        if isinstance(tree, torch.Tensor):
+            yield prefix, tree
+        elif isinstance(tree, dict):
+            for key, sub in tree.items():
+                yield from leaves(sub, f"{prefix}.{key}")
+        elif isinstance(tree, list | tuple):
+            for i, sub in enumerate(tree):
+                yield from leaves(sub, f"{prefix}[{i}]")
+
+    la = dict(leaves({k: a[k] for k in ("step", "nets", "optimizers")}))
+    lb = dict(leaves({k: b[k] for k in ("step", "nets", "optimizers")}))
+    assert sorted(la) == sorted(lb) and len(la) > 10
+    assert [k for k in la if not torch.equal(la[k], lb[k])] == []
+    assert a["step"] == b["step"] == 4
+
+
+def test_the_collective_timeout_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    from medsg_lib.devices import ddp_timeout_s
+
+    monkeypatch.delenv("MEDSG_DDP_TIMEOUT", raising=False)
+    assert ddp_timeout_s() == 1800
+    monkeypatch.setenv("MEDSG_DDP_TIMEOUT", "12.5")
+    assert ddp_timeout_s() == 12.5
+    for bad in ("0", "soon"):
+        monkeypatch.setenv("MEDSG_DDP_TIMEOUT", bad)
+        with pytest.raises(
+            ValueError, match=re.escape(f"MEDSG_DDP_TIMEOUT={bad!r} must be a number of seconds > 0")
+        ):
+            ddp_timeout_s()

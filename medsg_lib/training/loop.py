@@ -15,6 +15,7 @@ have diverged (the fingerprints are stored in the checkpoint).
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import replace
@@ -37,9 +38,11 @@ from medsg_lib.checkpoint import (
 )
 from medsg_lib.config import DataConfig, PhantomConfig, TrainConfig
 from medsg_lib.devices import (
+    DDP_TIMEOUT_ENV,
     DistInfo,
     broadcast_state,
     configure_backend,
+    ddp_timeout_s,
     init_distributed,
     resolve_amp,
 )
@@ -160,6 +163,8 @@ def train(
     Raises:
         FloatingPointError: a loss term became NaN or infinite (the message names the step, the term, the
             run dir and the last good checkpoint).
+        RankLostError: under torchrun, a collective failed because another rank died or hangs (after
+            ``$MEDSG_DDP_TIMEOUT`` seconds, default 1800); the message names the last checkpoint.
         TrainingInterrupted: Ctrl-C (SIGINT) in a single-process run: the step in progress finished and was
             checkpointed (:mod:`.interrupt`); the message names the checkpoint.
         ValueError: config mismatch on resume; data that does not fit ``cfg``.
@@ -189,8 +194,34 @@ def train(
             _resume(state, run_dir, device, info)
         broadcast_state([*state.nets.values(), *state.ema.values()], info.world_size)
         stop = cfg.iterations if stop_at is None else min(stop_at, cfg.iterations)
-        _train_loop(family, state, cfg, dataset, labels, stop, run_dir, config, device, info, progress)
+        try:
+            _train_loop(family, state, cfg, dataset, labels, stop, run_dir, config, device, info, progress)
+        except RuntimeError as err:
+            if info.distributed and PEER_FAILURE.search(str(err)):
+                raise RankLostError(_rank_lost_message(err, info, run_dir)) from err
+            raise
     return run_dir
+
+
+class RankLostError(RuntimeError):
+    """A data-parallel collective failed because another rank died or hangs (the message says what to do)."""
+
+
+# what gloo and NCCL say when a peer is gone or silent
+PEER_FAILURE = re.compile(
+    r"timed out|connection (closed|reset) by peer|broken pipe|communicator was aborted", re.I
+)
+
+
+def _rank_lost_message(err: RuntimeError, info: DistInfo, run_dir: Path) -> str:
+    last = latest_checkpoint(run_dir)
+    first_line = str(err).strip().splitlines()[0]
+    return (
+        f"rank {info.rank} of {info.world_size} stopped: a collective failed ({first_line}), so another rank died "
+        f"or hangs (a rank waits {ddp_timeout_s():g} s, {DDP_TIMEOUT_ENV}). The last checkpoint is "
+        f"{last if last is not None else 'none (no checkpoint yet)'}; run the same torchrun command again to "
+        "resume from it"
+    )
 
 
 def _train_loop(
