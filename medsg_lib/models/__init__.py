@@ -1,4 +1,5 @@
-"""Networks: Med-StyleGAN2 (StarGAN v2 architecture), DCGAN, the vanilla GAN and the X-ray classifier.
+"""Networks: Med-StyleGAN2 (StarGAN v2 architecture), StarGAN, CycleGAN, StyleGAN2, DCGAN, the vanilla GAN and the
+X-ray classifier.
 
 Each model family (:mod:`medsg_lib.families`) builds its networks from its own config."""
 
@@ -11,6 +12,7 @@ from medsg_lib.models.dcgan import DCGANDiscriminator, DCGANGenerator, dcgan_ini
 from medsg_lib.models.gan import MLPDiscriminator, MLPGenerator
 from medsg_lib.models.medsg import Discriminator, Generator, MappingNetwork, StyleEncoder
 from medsg_lib.models.stargan import StarGANDiscriminator, StarGANGenerator
+from medsg_lib.models.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
 
 __all__ = [
     "DCGANDiscriminator",
@@ -25,6 +27,8 @@ __all__ = [
     "StarGANDiscriminator",
     "StarGANGenerator",
     "StyleEncoder",
+    "StyleGAN2Discriminator",
+    "StyleGAN2Generator",
     "count_parameters",
     "cyclegan_init_",
     "dcgan_init_",
