@@ -17,6 +17,19 @@ TINY_NETS = {
     "rsgan": {"ngf": 8, "ndf": 8},
     "stargan": {"conv_dim": 4, "g_repeat_num": 1, "d_repeat_num": 5, "n_critic": 2},
     "cyclegan": {"ngf": 4, "ndf": 4, "n_blocks": 1, "pool_size": 3},  # the pool is full after one step
+    # every regularisation and an ADA update within 4 steps, so that a resume at step 2 crosses them
+    "stylegan2": {
+        "z_dim": 8,
+        "w_dim": 8,
+        "map_layers": 1,
+        "channel_base": 64,
+        "channel_max": 8,
+        "mbstd_group": 2,
+        "r1_interval": 2,
+        "pl_interval": 2,
+        "ada_interval": 1,
+        "ada_kimg": 0.01,
+    },  # fmt: skip
 }
 
 

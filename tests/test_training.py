@@ -62,6 +62,8 @@ def tensors(tree, prefix: str = "") -> dict[str, torch.Tensor]:
         ("cyclegan", "off"),
         ("cyclegan", "bf16"),
         ("rsgan", "off"),
+        ("stylegan2", "off"),
+        ("stylegan2", "bf16"),
     ],
 )
 def test_resumed_run_equals_uninterrupted_run(tmp_path: Path, model: str, amp: str) -> None:
@@ -73,12 +75,14 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path: Path, model: str, amp: s
 
     a, b = tensors(final_state(tmp_path / "a", 4)), tensors(final_state(tmp_path / "b", 4))
     assert sorted(a) == sorted(b)
-    assert any(".ema." in k for k in a) == (model == "medsg")
+    assert any(".ema." in k for k in a) == (model in ("medsg", "stylegan2"))
     assert any(".optimizers." in k and k.endswith("exp_avg_sq") for k in a)
     unequal = [k for k in a if not torch.equal(a[k], b[k])]
     assert unequal == []
     if model == "cyclegan":  # the image pools are state: full after step 1, drawn from afterwards
         assert int(a[".nets.image_pools.covid_a_count"]) == 3
+    if model == "stylegan2":  # ADA's p and the path-length mean are state, and they moved
+        assert float(a[".nets.augment_pipe.p"]) > 0 and float(a[".nets.path_length.mean"]) > 0
     # the run did train: weights moved from step 2
     mid = tensors(final_state(tmp_path / "b", 2))
     assert all(not torch.equal(mid[k], a[k]) for k in a if k.endswith(".weight") and ".nets." in k)

@@ -22,9 +22,10 @@ from medsg_lib.families.gan import GANConfig, VanillaGAN
 from medsg_lib.families.medsg import MedSGConfig, MedStyleGAN2
 from medsg_lib.families.rsgan import RSGAN, RSGANConfig
 from medsg_lib.families.stargan import StarGAN, StarGANConfig
+from medsg_lib.families.stylegan2 import StyleGAN2, StyleGAN2Config
 
 FAMILIES: dict[str, ModelFamily] = {
-    f.name: f for f in (MedStyleGAN2(), StarGAN(), CycleGAN(), DCGAN(), RSGAN(), VanillaGAN())
+    f.name: f for f in (MedStyleGAN2(), StarGAN(), CycleGAN(), DCGAN(), RSGAN(), VanillaGAN(), StyleGAN2())
 }
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "ModelFamily",
     "RSGANConfig",
     "StarGANConfig",
+    "StyleGAN2Config",
     "family_of",
     "get_family",
     "labels",

@@ -23,6 +23,8 @@ Baselines of the translation and relativistic comparisons (last section), one li
   ``G: -E[D(G(x, c))] + l_cls CE + l_rec E[|x - G(G(x, c), c')|_1]``.
 - CycleGAN (Zhu et al., ICCV 2017): least squares GAN ``E[(D(x) - t)^2]`` per direction, cycle
   ``l_cyc E[|G_ba(G_ab(a)) - a|_1]`` both ways, identity ``l_cyc l_idt E[|G_ab(b) - b|_1]``; fakes via an image pool.
+- StyleGAN2 (Karras et al., CVPR 2020): non-saturating logistic loss, lazy R1 and path-length regularisation
+  (:mod:`~medsg_lib.losses.stylegan2`).
 - RSGAN (Jolicoeur-Martineau, ICLR 2019): relativistic standard GAN ``D: E[softplus(-(C(x_r) - C(x_f)))]``,
   ``G: E[softplus(-(C(x_f) - C(x_r)))]``.
 """
@@ -46,6 +48,7 @@ from medsg_lib.losses.medsg import (
     medsg_g_loss,
     style_recon_loss,
 )
+from medsg_lib.losses.stylegan2 import ema_beta, path_length_penalty
 from medsg_lib.losses.translators import (
     cyclegan_d_loss,
     cyclegan_g_loss,
@@ -66,12 +69,14 @@ __all__ = [
     "cyclegan_g_loss",
     "detached",
     "diversity_loss",
+    "ema_beta",
     "gradient_penalty",
     "interpolates",
     "lambda_ds_at",
     "lsgan_loss",
     "medsg_d_loss",
     "medsg_g_loss",
+    "path_length_penalty",
     "pool_query",
     "r1_reg",
     "rsgan_d_loss",
