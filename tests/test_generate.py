@@ -16,13 +16,13 @@ import torch
 from helpers import tiny_cfg
 from PIL import Image
 
-from medsg_lib import generate as gen_mod
 from medsg_lib.checkpoint import save_checkpoint
 from medsg_lib.config import CLASS_NAMES, DataConfig, GenerateConfig, PhantomConfig, TrainConfig, to_jsonable
 from medsg_lib.data import SyntheticXrays, XrayDataset, XrayRecord
 from medsg_lib.families import get_family
 from medsg_lib.files import FolderBusyError
 from medsg_lib.generate import SourceImages, generate, generate_batches, plan_items, to_uint8_array
+from medsg_lib.generate import core as gen_mod
 from medsg_lib.manifest import MANIFEST_COLUMNS, GeneratedItem, item_file, lpips_groups, read_manifest
 from medsg_lib.metrics.features import to_uint8 as features_to_uint8
 from medsg_lib.training import build_train_state, checkpoint_state, train

@@ -15,6 +15,8 @@ from medsg_lib.models.stylegan2 import (
     MinibatchStd,
     StyleGAN2Discriminator,
     StyleGAN2Generator,
+)
+from medsg_lib.models.stylegan2_layers import (
     conv2d_resample,
     modulated_conv2d,
     normalize_2nd_moment,

@@ -4,7 +4,7 @@ from dataclasses import replace
 
 import pandas as pd
 import pytest
-from helpers import write_png
+from helpers import marked_image, write_png
 
 from medsg_lib import classify, report
 from medsg_lib.classify import stage
@@ -103,7 +103,7 @@ def test_class_folder_sets_do_not_choose_the_epoch_on_their_held_out_split(tmp_p
     for split in ("train", "val"):
         for k, folder in enumerate(("covid", "non_covid_infection", "normal")):
             for i in range(3):
-                write_png(tmp_path / "set" / split / folder / f"{i}.png", 60 * k + 10 * i, size=32)
+                write_png(tmp_path / "set" / split / folder / f"{i}.png", marked_image(60 * k + 10 * i, 32))
     data = replace(
         get_profile("smoke").data, layout="folders", root=tmp_path / "set", cache_dir=tmp_path / "c"
     )
