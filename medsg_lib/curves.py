@@ -19,7 +19,7 @@ import shutil
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from scipy.linalg import LinAlgWarning
@@ -38,8 +38,18 @@ from medsg_lib.metrics.records import Comparison
 from medsg_lib.metrics.registry import EvalOptions, metric_functions
 from medsg_lib.metrics.sources import generated_set, real_images
 
+if TYPE_CHECKING:
+    from medsg_lib.profiles import Profile
+
 CURVE_METRICS: tuple[str, ...] = ("domain", "frd", "msssim")  # what needs no download
 CURVE_VALUES: tuple[str, ...] = ("frd", "fd_classifier", "msssim")  # the records plotted
+
+
+def curve_families(profile: Profile) -> list[str]:
+    """The families whose learning curves the profile draws: those its ``reproduce`` trains, in registry order."""
+    from medsg_lib.families import FAMILIES
+
+    return [name for name in FAMILIES if profile.reproduce_targets(name)]
 
 
 def curve_train_config(base: TrainConfig, cfg: CurveConfig) -> TrainConfig:

@@ -278,9 +278,18 @@ def test_checkpoint_round_trip(tmp_path: Path) -> None:
     raw = torch.load(ckpt, weights_only=True)
     assert raw["format"] == "medsg-classifier-v1" and raw["init"] == "scratch" and raw["in_channels"] == 1
     assert list(raw) == [
-        "format", "model", "config", "init", "class_names", "in_channels", "num_classes", "epochs",
-        "selected_epoch", "selection",
-    ]  # fmt: skip
+        "format",
+        "model",
+        "config",
+        "init",
+        "class_names",
+        "in_channels",
+        "num_classes",
+        "epochs",
+        "selected_epoch",
+        "selection",
+        "sha256",
+    ]  # fmt: skip (sha256: the content digest every checkpoint stores, medsg_lib.checkpoint)
     model, meta = load_classifier(ckpt)
     assert not model.training and meta["config"] == _tiny_cfg(epochs=1) and "model" not in meta
     assert all(torch.equal(v, raw["model"][k]) for k, v in model.state_dict().items())

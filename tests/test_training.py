@@ -281,15 +281,20 @@ def test_ctrl_c_finishes_the_step_checkpoints_it_and_resumes_bit_exactly(tmp_pat
 
     monkeypatch.setattr(losses, "baseline_g_loss", ctrl_c_during_step_3)
     run = tmp_path / "b"
-    with pytest.raises(TrainingInterrupted) as err:
-        train(cfg, DATA, run, dataset=dataset(), progress=False)
+    # as in a terminal (a test run in the background or under nohup ignores SIGINT, and so would training)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(TrainingInterrupted) as err:
+            train(cfg, DATA, run, dataset=dataset(), progress=False)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is gone again
+    finally:
+        signal.signal(signal.SIGINT, previous)
     checkpoint = run / "checkpoints" / "step_0000003.pt"
     assert str(err.value) == (
         f"training stopped by Ctrl-C after step 3: checkpoint {checkpoint} written; run the same command to "
         "continue from it"
     )
     assert sorted(p.name for p in checkpoint.parent.iterdir()) == ["step_0000003.pt"]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is gone again
     monkeypatch.undo()
     train(cfg, DATA, run, dataset=dataset(), progress=False)
     a, b = tensors(final_state(tmp_path / "a", 4)), tensors(final_state(run, 4))

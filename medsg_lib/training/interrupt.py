@@ -25,13 +25,15 @@ class TrainingInterrupted(KeyboardInterrupt):
 @contextmanager
 def deferred_interrupt(enabled: bool = True) -> Iterator[Callable[[], bool]]:
     """Within the block, the first SIGINT only sets a flag; yields the function that reads it. Disabled (the
-    flag stays False, SIGINT acts as usual) when ``enabled`` is False or outside the main thread, where Python
-    cannot install signal handlers."""
-    if not enabled or threading.current_thread() is not threading.main_thread():
+    flag stays False, SIGINT acts as usual) when ``enabled`` is False, outside the main thread (where Python
+    cannot install signal handlers) and when SIGINT is ignored (a process started with nohup or in the
+    background keeps ignoring it)."""
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGINT) if in_main else None
+    if not enabled or not in_main or previous is signal.SIG_IGN:  # SIG_IGN: nohup, a background job
         yield lambda: False
         return
     hits: list[int] = []
-    previous = signal.getsignal(signal.SIGINT)
 
     def handler(signum: int, frame: object) -> None:
         hits.append(signum)
