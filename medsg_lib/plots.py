@@ -190,10 +190,12 @@ def fig2_panels(generated_root: Path, real_records: Sequence) -> dict[tuple[str,
 
 
 def save_fig2(panels: Mapping[tuple[str, str], Path | None], img_size: int, path: Path) -> plt.Figure:
-    """Figure 2: a column per registered model (:func:`fig2_columns`), then the original; one row per class;
-    every panel resized to ``img_size`` and drawn on the same gray scale (0-255); a panel from a whole-set
-    run's mixed images is marked "whole-set model". Writes ``path``; returns the figure."""
-    columns = [c for c, _ in fig2_columns()] + ["original"]
+    """Figure 2: a column per registered model with images in ``panels`` (:func:`fig2_columns`; a model with
+    none is left out), then the original; one row per class; every panel resized to ``img_size`` and drawn on
+    the same gray scale (0-255); a panel from a whole-set run's mixed images is marked "whole-set model". Writes
+    ``path``; returns the figure."""
+    generated = [c for c, _ in fig2_columns() if any(panels.get((name, c)) for name in CLASS_NAMES)]
+    columns = generated + ["original"]
     fig, axes = plt.subplots(
         len(CLASS_NAMES), len(columns), figsize=(2.4 * len(columns), 2.5 * len(CLASS_NAMES))
     )

@@ -149,8 +149,10 @@ def test_fig2_panels_pick_lowest_seed_and_fall_back(tmp_path):
     assert panels[("COVID-19", "original")].name == "a.png"
     assert panels[("Normal", "DCGAN")] == gen / "dcgan" / "normal" / "000007.png"
     assert panels[("Normal", "Med-StyleGAN2")] is None and panels[("Normal", "original")] is None
-    plots.save_fig2(panels, 32, tmp_path / "fig2.png")
+    fig = plots.save_fig2(panels, 32, tmp_path / "fig2.png")
     assert (tmp_path / "fig2.png").stat().st_size > 1000
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]  # models with no image have no column
+    assert titles == ["Med-StyleGAN2", "DCGAN", "GAN", "original"]
 
 
 def test_cam_study_measures_maps_and_gaussian_baseline():
