@@ -32,12 +32,13 @@ def data_cfg(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.mark.slow
-def test_notebook_01_reads_the_real_set(tmp_path: Path) -> None:
+def test_notebook_01_reads_the_real_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import papermill as pm
 
     out = tmp_path / "01.ipynb"
-    summary = project_root() / "results" / "smoke-folders-cxr-real" / "data_summary.json"
-    summary.unlink(missing_ok=True)  # a file of an earlier run must not pass the test
+    # the notebook's kernel inherits MEDSG_ROOT: its outputs go under tmp_path, never into the repository
+    monkeypatch.setenv("MEDSG_ROOT", str(tmp_path))
+    summary = tmp_path / "results" / "smoke-folders-cxr-real" / "data_summary.json"
     pm.execute_notebook(
         str(project_root() / "notebooks" / "01_data_exploration.ipynb"),
         str(out),

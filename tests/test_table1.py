@@ -11,6 +11,7 @@ import pytest
 from medsg_lib.evaluate import REAL_BASELINE_MODEL
 from medsg_lib.metrics.frd import FRD_PROTOCOL
 from medsg_lib.metrics.weights import weights_label
+from medsg_lib.paths import project_root
 from medsg_lib.table1 import (
     PAPER_TABLE1,
     build_table1,
@@ -21,19 +22,20 @@ from medsg_lib.table1 import (
     write_table1,
 )
 
-PAPER_ORDER = [
-    "GAN",
-    "DCGAN",
-    "CycleGAN (literature)",
-    "Med-StyleGAN2 (Normal)",
-    "StarGAN (literature)",
-    "Med-StyleGAN2 (COVID-19)",
-    "Med-StyleGAN2 (Non-COVID)",
-    "RSGAN (literature)",
-    "SDGAN (literature)",
-]
-PAPER_FID = ["2446.535", "153.014", "—", "55.796", "—", "62.599", "81.230", "—", "—"]
-PAPER_LPIPS = ["—", "—", "0.099", "0.199", "0.212", "0.222", "0.239", "0.315", "0.514"]
+
+def paper_table_in_docs() -> list[tuple[str, str, str]]:
+    """(model, FID, LPIPS) of the paper's Table 1 as docs/paper.md transcribes it ("-" becomes "—"): a source
+    written apart from the code's :data:`PAPER_TABLE1`."""
+    text = (project_root() / "docs" / "paper.md").read_text(encoding="utf-8")
+    block = text[text.index("## Table 1 of the paper") :].split("\n\n")[2]  # heading, sentence, table
+    rows = [line.strip("|").split("|") for line in block.splitlines()[2:]]
+    return [tuple(c.strip().replace("-", "—") if c.strip() == "-" else c.strip() for c in r) for r in rows]
+
+
+PAPER_DOC = paper_table_in_docs()
+PAPER_ORDER = [m for m, _, _ in PAPER_DOC]
+PAPER_FID = [f for _, f, _ in PAPER_DOC]
+PAPER_LPIPS = [lp for _, _, lp in PAPER_DOC]
 
 
 def rec(
@@ -99,6 +101,7 @@ def row(df: pd.DataFrame, model: str) -> pd.Series:
 
 def test_paper_rows_values_and_order(records: list[dict[str, Any]]) -> None:
     df = build_table1(records)
+    assert len(PAPER_ORDER) == 9 and PAPER_FID[0] == "2446.535" and PAPER_LPIPS[-1] == "0.514"
     assert list(df["model"][:9]) == PAPER_ORDER
     assert list(df["FID paper"][:9]) == PAPER_FID
     assert list(df["LPIPS paper"][:9]) == PAPER_LPIPS

@@ -240,12 +240,22 @@ def test_step_plans_are_balanced_seeded_and_per_rank() -> None:
     assert {int(labels[i]) for i, _ in baseline(3).items} == {CLASS_NAMES.index("Normal")}
 
 
-def test_select_device() -> None:
+@pytest.mark.parametrize(
+    ("cuda", "mps", "expected"), [(True, True, "cuda"), (False, True, "mps"), (False, False, "cpu")]
+)
+def test_select_device_prefers_cuda_then_mps_then_cpu(
+    monkeypatch, cuda: bool, mps: bool, expected: str
+) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+    assert select_device("auto") == torch.device(expected)
     assert select_device("cpu") == torch.device("cpu")
-    assert select_device("auto").type in ("cuda", "mps", "cpu")
-    if not torch.cuda.is_available():
-        with pytest.raises(RuntimeError, match="device='cuda' but CUDA is not available here"):
+    if not cuda:
+        with pytest.raises(RuntimeError, match=r"^device='cuda' but CUDA is not available here; use device="):
             select_device("cuda")
+    if not mps:
+        with pytest.raises(RuntimeError, match=r"^device='mps' but MPS is not available here; use device="):
+            select_device("mps")
 
 
 def test_bench_train_reports_speed_and_sizes() -> None:
