@@ -27,6 +27,7 @@ from medsg_lib.cam import (
     pointing_hit,
     save_fig1,
 )
+from medsg_lib.cam.maps import CAM_METHODS, OCCLUSION
 from medsg_lib.manifest import GeneratedItem, item_file, manifest_rows, write_manifest
 from medsg_lib.models.classifier import build_classifier, target_layer
 
@@ -368,3 +369,28 @@ def test_fig1_marks_flat_maps_and_is_legible_at_its_natural_size(tmp_path: Path)
     assert width == int((1.7 + 2 * 1.9 + 0.9) * 50) and height == int((1.1 + 2 * (1.9 + 0.25)) * 50)
     with pytest.raises(ValueError, match=r"no images of \['Normal'\] in any source"):
         save_fig1(inputs, {("layer3", "real"): maps}, "layer3", tmp_path / "x.png", classes=("Normal",))
+
+
+@pytest.mark.parametrize("method", [*CAM_METHODS, OCCLUSION])
+def test_every_cam_method_points_at_the_planted_bright_square(method: str) -> None:
+    model = brightness_model().train()
+    # a black background (0): the class score is positive, as Ablation-CAM's ratio of scores needs
+    x = torch.zeros(2, 1, 16, 24)
+    x[0, :, 2:6, 3:9] = 1.0  # top left
+    x[1, :, 10:14, 15:21] = 1.0  # bottom right
+    cams = compute_cams(model, x, targets=[0, 0], layer=model[0], method=method)
+    assert cams.shape == (2, 16, 24) and cams.max() == 1
+    for k, (rows, cols) in enumerate(((slice(2, 6), slice(3, 9)), (slice(10, 14), slice(15, 21)))):
+        peak = np.unravel_index(cams[k].argmax(), cams[k].shape)
+        assert rows.start - 1 <= peak[0] < rows.stop + 1 and cols.start - 1 <= peak[1] < cols.stop + 1
+        inside = cams[k, rows, cols].mean()
+        outside = cams[k].sum() - cams[k, rows, cols].sum()
+        assert inside > 2 * outside / (16 * 24 - 24)  # the square holds the map's mass
+    assert model.training and all(p.grad is None for p in model.parameters())
+
+
+def test_an_unknown_cam_method_names_the_choices() -> None:
+    with pytest.raises(
+        ValueError, match=r"method='smoothgrad' is not a CAM method; choose one of 'gradcam', "
+    ):
+        compute_cams(brightness_model(), torch.zeros(1, 1, 8, 8), [0], method="smoothgrad")
