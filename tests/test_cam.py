@@ -12,8 +12,10 @@ from PIL import Image
 from torch import nn
 
 from medsg_lib.cam import (
+    METHOD_KEYS,
     CamInputs,
     cam_iou,
+    cam_methods_study,
     cam_study,
     compute_cams,
     describe,
@@ -394,3 +396,46 @@ def test_an_unknown_cam_method_names_the_choices() -> None:
         ValueError, match=r"method='smoothgrad' is not a CAM method; choose one of 'gradcam', "
     ):
         compute_cams(brightness_model(), torch.zeros(1, 1, 8, 8), [0], method="smoothgrad")
+
+
+def test_pointing_within_a_cell_and_the_lesion_energy_columns() -> None:
+    cam = np.zeros((8, 8))
+    cam[2, 2] = 1.0
+    mask = np.zeros((8, 8), bool)
+    mask[4:6, 4:6] = True  # two pixels away from the maximum, diagonally
+    assert not pointing_hit(cam, mask) and not pointing_hit(cam, mask, tolerance=1)
+    assert pointing_hit(cam, mask, tolerance=2)
+    cams = np.stack([cam, mask.astype(float)])
+    masks = np.stack([mask, mask])
+    lung = np.ones((2, 8, 8), bool)
+    table = localisation_table(cams, lung, masks, np.array([0, 0]), "hand", cell=2).set_index("class")
+    assert table.loc["COVID-19", "pointing_game_hit_rate"] == 0.5  # the second map's maximum is in the lesion
+    assert table.loc["COVID-19", "pointing_game_within_cell"] == 1.0
+    assert table.loc["COVID-19", "lesion_energy_share"] == 0.5  # 0 for the first map, 1 for the second
+    assert (
+        "lesion_energy_share" not in localisation_table(cams, lung, masks, np.array([0, 0]), "hand").columns
+    )
+
+
+@pytest.mark.filterwarnings("ignore:every Grad-CAM map is flat")  # untrained networks: some maps are flat
+def test_cam_methods_study_rows_cells_and_baseline() -> None:
+    torch.manual_seed(0)
+    models = [build_classifier(stem="fine").eval() for _ in range(2)]  # two "seeds"
+    x = torch.rand(2, 1, 32, 32) * 2 - 1
+    lung = np.zeros((2, 32, 32), bool)
+    lung[:, 4:28, 2:30] = True
+    lesion = np.zeros((2, 32, 32), bool)
+    lesion[:, 8:12, 6:10] = True
+    inputs = {"real": CamInputs(x, np.array([0, 1]), lung, lesion)}
+    table = cam_methods_study(models, inputs, ["gradcam", "occlusion"], layers=("layer3",))
+    assert list(table.columns[:6]) == [*METHOD_KEYS, "classifier_seed"]
+    per_seed = table[table["class"] == "all"].groupby("classifier_seed")["method"].apply(list).tolist()
+    assert per_seed == [["gradcam", "occlusion", "baseline: centred Gaussian"]] * 2
+    sizes = dict(zip(table["method"], table["map_size"], strict=False))
+    assert sizes == {
+        "gradcam": "8x8",
+        "occlusion": "32x32",
+        "baseline: centred Gaussian": "32x32",
+    }  # fine stem
+    assert table["lesion_area_fraction"].dropna().eq(16 / 1024).all()
+    assert {"pointing_game_within_cell", "lesion_energy_share"} <= set(table.columns)

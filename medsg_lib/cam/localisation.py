@@ -28,10 +28,18 @@ def energy_inside(cam: np.ndarray, mask: np.ndarray) -> float:
     return float(cam[mask].sum() / total) if total > 0 else 0.0
 
 
-def pointing_hit(cam: np.ndarray, mask: np.ndarray) -> bool:
-    """Pointing game: is the map's maximum inside ``mask`` (ties: the first maximum in row-major order)."""
+def pointing_hit(cam: np.ndarray, mask: np.ndarray, tolerance: int = 0) -> bool:
+    """Pointing game: is the map's maximum inside ``mask`` (ties: the first maximum in row-major order), or
+    within ``tolerance`` pixels of it (Chebyshev distance: e.g. one cell of a coarse map upsampled to the
+    image, whose maximum can only be placed to within a cell)."""
     cam, mask = _check_pair(cam, mask)
-    return bool(mask.flat[int(np.argmax(cam))])
+    row, col = np.unravel_index(int(np.argmax(cam)), cam.shape)
+    if tolerance <= 0:
+        return bool(mask[row, col])
+    window = mask[
+        max(row - tolerance, 0) : row + tolerance + 1, max(col - tolerance, 0) : col + tolerance + 1
+    ]
+    return bool(window.any())
 
 
 def cam_iou(cam: np.ndarray, mask: np.ndarray, threshold: float = 0.5) -> float:
@@ -76,6 +84,7 @@ def localisation_table(
     labels: np.ndarray,
     source: str,
     threshold: float = 0.5,
+    cell: int | None = None,
 ) -> pd.DataFrame:
     """Per-class (and "all") localisation of ``cams`` ``(N, H, W)`` in [0, 1].
 
@@ -87,6 +96,10 @@ def localisation_table(
         labels: ``(N,)`` class indices into ``CLASS_NAMES``.
         source: what the maps come from, copied into every row (e.g. "real", "generated",
             "baseline: centred Gaussian").
+        cell: the side in pixels of one cell of the map before upsampling (e.g. 4 for a 16x16 map of 64 px
+            images); given, two columns are added: ``pointing_game_within_cell`` (a hit within one cell of the
+            lesion, :func:`pointing_hit`'s ``tolerance``) and ``lesion_energy_share`` (the map's energy inside
+            the lesion mask; chance: ``lesion_area_fraction``).
 
     Returns one row per class present plus "all": ``source, class, n, n_flat`` (all-zero maps, which score 0
     everywhere: see :func:`compute_cams`), ``n_lung`` (images with a lung mask), ``lung_area_fraction`` (the
@@ -127,6 +140,13 @@ def localisation_table(
             pointing_game_hit_rate=nanmean([float(pointing_hit(cams[i], lesions[i])) for i in with_lesion]),
             **{f"iou@{threshold}": nanmean([cam_iou(cams[i], lesions[i], threshold) for i in with_lesion])},
         )
+        if cell is not None:
+            row.update(
+                pointing_game_within_cell=nanmean(
+                    [float(pointing_hit(cams[i], lesions[i], tolerance=cell)) for i in with_lesion]
+                ),
+                lesion_energy_share=nanmean([energy_inside(cams[i], lesions[i]) for i in with_lesion]),
+            )
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -134,6 +134,65 @@ def cam_study_over_seeds(
     )
 
 
+# the CAM-method comparison (Figure 1's choice): one row per method, layer, source and class, per classifier seed
+METHOD_KEYS: tuple[str, ...] = ("method", "layer", "map_size", "source", "class")
+METHOD_VALUES: tuple[str, ...] = (
+    "pointing_game_hit_rate",
+    "pointing_game_within_cell",
+    "lesion_energy_share",
+    "lesion_area_fraction",
+    "lung_energy_share",
+    "lung_area_fraction",
+)
+
+
+def cam_methods_study(
+    classifiers: Sequence[nn.Module],
+    inputs: dict[str, CamInputs],
+    methods: Sequence[str],
+    layers: Sequence[str] = ("layer3", "layer4"),
+) -> pd.DataFrame:
+    """Every CAM method (:func:`compute_cams`'s ``method``; occlusion has no layer) of each classifier (seed
+    ``k`` at position ``k``) on the same inputs, measured against the masks with :func:`localisation_table`
+    (``cell`` = one cell of the layer's map), plus the centred-Gaussian map (method ``"baseline: centred
+    Gaussian"``). Columns: :data:`METHOD_KEYS`, ``classifier_seed``, the table's numbers. The uniform map's
+    scores are the area fractions (a uniformly random point hits the lesion with probability
+    ``lesion_area_fraction``)."""
+    tables = []
+    for k, model in enumerate(classifiers):
+        for source, inp in inputs.items():
+            side = inp.x.shape[-1]
+            for method in methods:
+                for layer in ["-"] if method == "occlusion" else layers:
+                    cells = side if layer == "-" else stage_map_size(model, layer, side)
+                    cams = compute_cams(
+                        model,
+                        inp.x,
+                        targets=inp.labels.tolist(),
+                        layer=None if layer == "-" else target_layer(model, layer),
+                        method=method,
+                    )
+                    table = localisation_table(
+                        cams, inp.lung, inp.infection, inp.labels, source, cell=max(side // cells, 1)
+                    )
+                    tables.append(
+                        table.assign(
+                            method=method, layer=layer, map_size=f"{cells}x{cells}", classifier_seed=k
+                        )
+                    )
+            h, w = inp.x.shape[-2:]
+            gauss = np.broadcast_to(gaussian_baseline(h, w), (len(inp), h, w))
+            table = localisation_table(gauss, inp.lung, inp.infection, inp.labels, source, cell=1)
+            tables.append(
+                table.assign(
+                    method="baseline: centred Gaussian", layer="-", map_size=f"{h}x{w}", classifier_seed=k
+                )
+            )
+    table = pd.concat(tables, ignore_index=True)
+    first = [*METHOD_KEYS, "classifier_seed"]
+    return table[[*first, *[c for c in table.columns if c not in first]]]
+
+
 def lesion_removal_table(
     model: nn.Module, phantoms: PhantomConfig, split: str, img_size: int
 ) -> pd.DataFrame:
