@@ -73,6 +73,14 @@ def plan_noise_step(gen: torch.Generator, pool: Tensor, batch: int, nz: int) -> 
     return StepPlan(items=list(zip(indices, item_seeds(batch, gen), strict=True)), z=z)
 
 
+def noise_items(gen_cfg: GenerateConfig, target_class: str) -> list[GeneratedItem]:
+    """The items of a noise-to-image model: ``num_per_class`` latents of ``target_class``, one per item seed."""
+    return [
+        GeneratedItem(item_seed(gen_cfg.seed, target_class, i), target_class, None, None, "noise", None)
+        for i in range(gen_cfg.num_per_class)
+    ]
+
+
 class NoiseGAN(ModelFamily):
     """A generator of latents ``(B, nz)`` and a discriminator of one logit; its config is a
     :class:`NoiseConfig`. Subclasses build the two networks."""
@@ -152,10 +160,7 @@ class NoiseGAN(ModelFamily):
         target_class: str,
         sources: Sequence[XrayRecord] | None,
     ) -> list[GeneratedItem]:
-        return [
-            GeneratedItem(item_seed(gen_cfg.seed, target_class, i), target_class, None, None, "noise", None)
-            for i in range(gen_cfg.num_per_class)
-        ]
+        return noise_items(gen_cfg, target_class)
 
     def generate(
         self,

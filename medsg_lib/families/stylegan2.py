@@ -54,7 +54,8 @@ from medsg_lib.families.base import (
     record_terms,
     update_ema,
 )
-from medsg_lib.manifest import GeneratedItem, class_index, item_latent, item_seed
+from medsg_lib.families.noise import noise_items
+from medsg_lib.manifest import GeneratedItem, class_index, item_latent
 from medsg_lib.models.ada import ADA_AUGMENTATIONS, AugmentPipe
 from medsg_lib.models.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
 
@@ -345,10 +346,7 @@ class StyleGAN2(ModelFamily):
         target_class: str,
         sources: Sequence[XrayRecord] | None,
     ) -> list[GeneratedItem]:
-        return [
-            GeneratedItem(item_seed(gen_cfg.seed, target_class, i), target_class, None, None, "noise", None)
-            for i in range(gen_cfg.num_per_class)
-        ]
+        return noise_items(gen_cfg, target_class)
 
     def generate(
         self,
