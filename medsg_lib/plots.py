@@ -76,6 +76,9 @@ def save_histograms(hists: Mapping[str, np.ndarray], path: Path) -> plt.Figure:
     return fig
 
 
+ADA_P = "ada_p"  # the log key of the adaptive augmentation probability (medsg_lib.families.stylegan2)
+
+
 def _plot_terms(ax: plt.Axes, log: Sequence[Mapping[str, float]], prefix: str, title: str) -> None:
     steps = [r["step"] for r in log]
     keys = sorted({k for r in log for k in r if k.startswith(prefix)})
@@ -97,7 +100,8 @@ def save_training_figure(
 ) -> plt.Figure:
     """The run's latest fixed-input sample grid above, at ``sample_scale`` screen pixels per image pixel when the
     PNG is opened at its natural size, and below it the discriminator and generator loss terms from the run's
-    ``log.jsonl`` records (keys ``d_*`` and ``g_*``). Writes ``path``; returns the figure."""
+    ``log.jsonl`` records (keys ``d_*`` and ``g_*``), with the augmentation probability ``ada_p`` of a StyleGAN2-ADA
+    run dashed on the discriminator panel's right axis. Writes ``path``; returns the figure."""
     grid = None
     if sample_png is not None and Path(sample_png).exists():
         grid = np.asarray(Image.open(sample_png).convert("L"))
@@ -123,8 +127,14 @@ def save_training_figure(
         ax_img.imshow(grid, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
         ax_img.set_title(f"fixed-input samples ({Path(sample_png).stem})", fontsize=10)
         ax_img.axis("off")
-    _plot_terms(fig.add_subplot(rows[1, 0]), log, "d_", "discriminator loss terms")
+    ax_d = fig.add_subplot(rows[1, 0])
+    _plot_terms(ax_d, log, "d_", "discriminator loss terms")
     _plot_terms(fig.add_subplot(rows[1, 1]), log, "g_", "generator loss terms")
+    if any(ADA_P in r for r in log):  # adaptive augmentation: its probability, on the right axis (0..1)
+        ax_p = ax_d.twinx()
+        ax_p.plot([r["step"] for r in log], [r.get(ADA_P, np.nan) for r in log], "k--", lw=1)
+        ax_p.set_ylim(0, 1)
+        ax_p.set_ylabel("ADA p (dashed)")
     fig.suptitle(title)
     _save(fig, path, dpi=dpi)
     return fig

@@ -25,3 +25,14 @@ def test_training_samples_are_drawn_at_two_screen_pixels_per_image_pixel(tmp_pat
     )
     assert [ax.get_title() for ax in fig.axes[1:]] == ["discriminator loss terms", "generator loss terms"]
     plt.close(fig)
+
+
+def test_the_augmentation_probability_is_drawn_on_the_right_axis(tmp_path: Path) -> None:
+    log = [{"step": s, "d_real": 1.0, "g_adv": 1.0, "ada_p": s / 100} for s in (10, 20, 30)]
+    fig = save_training_figure(log, None, tmp_path / "fig.png", "run")
+    [p_axis] = [ax for ax in fig.axes if ax.get_ylabel() == "ADA p (dashed)"]
+    assert p_axis.get_ylim() == (0, 1)
+    np.testing.assert_allclose(p_axis.lines[0].get_ydata(), [0.1, 0.2, 0.3])
+    no_ada = save_training_figure(log[:0] + [{"step": 1, "d_real": 1.0}], None, tmp_path / "b.png", "run")
+    assert not [ax for ax in no_ada.axes if ax.get_ylabel()]
+    plt.close("all")
