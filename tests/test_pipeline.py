@@ -198,9 +198,9 @@ def test_utility_experiment_trains_three_classifiers(smoke, tmp_path):
         ["Gen A", "real+synthetic", 30, 12],
     ]
     assert (tmp_path / "runs" / "gen_a" / "real_plus_synthetic").is_dir()
-    # accuracy over the 12 test images: a whole number of them, each classifier
+    # accuracy over the 12 test images (rounded to 4 places in the table): a whole number of them, each classifier
     correct = table["accuracy"] * 12
-    assert ((correct - correct.round()).abs() < 1e-9).all() and table["accuracy"].between(0, 1).all()
+    assert ((correct - correct.round()).abs() <= 12 * 5e-5).all() and table["accuracy"].between(0, 1).all()
     with pytest.raises(FileNotFoundError, match=r"no generated images under .*: run notebook 03"):
         generated_dataset(tmp_path / "nothing", 32)
 
