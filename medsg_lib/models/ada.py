@@ -127,21 +127,15 @@ class AugmentPipe(nn.Module):
     @staticmethod
     def matrices(params: dict[str, Tensor], size: int) -> Tensor:
         """``(B, 2, 3)`` sampling matrices (output -> input coordinates in [-1, 1]) of the geometric part."""
-        b = params["rotate"].shape[0]
-        m = torch.eye(3).repeat(b, 1, 1)
-
-        def then(t: Tensor) -> None:
-            nonlocal m
-            m = m @ t
-
         shift = torch.round(params["xint"] * size) * (2.0 / size)  # whole pixels
-        then(_translate(shift))
-        s = params["scale"]
-        then(_scale(1 / s, 1 / s))
-        then(_rotate(-params["rotate"]))
-        a = params["aniso"]
-        then(_scale(1 / a, a))
-        then(_translate(params["xfrac"] * 2.0))
+        s, a = params["scale"], params["aniso"]
+        m = (
+            _translate(shift)
+            @ _scale(1 / s, 1 / s)
+            @ _rotate(-params["rotate"])
+            @ _scale(1 / a, a)
+            @ _translate(params["xfrac"] * 2.0)
+        )
         return m[:, :2, :]
 
     def apply(self, x: Tensor, params: dict[str, Tensor]) -> Tensor:
