@@ -35,15 +35,16 @@ def data_cfg(tmp_path_factory: pytest.TempPathFactory):
 def test_notebook_01_reads_the_real_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import papermill as pm
 
+    repo = project_root()  # resolved before MEDSG_ROOT points elsewhere: the notebook is read from the checkout
     out = tmp_path / "01.ipynb"
     # the notebook's kernel inherits MEDSG_ROOT: its outputs go under tmp_path, never into the repository
     monkeypatch.setenv("MEDSG_ROOT", str(tmp_path))
     summary = tmp_path / "results" / "smoke-folders-cxr-real" / "data_summary.json"
     pm.execute_notebook(
-        str(project_root() / "notebooks" / "01_data_exploration.ipynb"),
+        str(repo / "notebooks" / "01_data_exploration.ipynb"),
         str(out),
         parameters={"profile": "smoke", "layout": "folders", "data_root": str(CXR_REAL)},
-        cwd=str(project_root()),
+        cwd=str(repo),
         progress_bar=False,
         kernel_name="python3",
     )
