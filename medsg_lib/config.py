@@ -192,9 +192,9 @@ class ClassifierConfig:
     """Three-class chest X-ray classifier (Figure 1, domain features, utility of synthetic data)."""
 
     arch: Literal["resnet18"] = "resnet18"
-    # "imagenet": torchvision's stem; "fine": stride-1 conv1 and no max-pool, 4x finer maps for Grad-CAM at
+    # "torchvision": its ResNet stem (stride-2 conv1, max-pool); "fine": stride-1 conv1 and no max-pool, 4x finer maps for Grad-CAM at
     # small sizes (16x the compute; medsg_lib.models.classifier)
-    stem: Literal["imagenet", "fine"] = "imagenet"
+    stem: Literal["torchvision", "fine"] = "torchvision"
     img_size: int = 64
     epochs: int = 10
     batch_size: int = 32
@@ -212,7 +212,7 @@ class ClassifierConfig:
     def __post_init__(self) -> None:
         check_choice(self, "arch", ("resnet18",))
         check_choice(self, "amp", AMP_CHOICES)
-        check_choice(self, "stem", ("imagenet", "fine"))
+        check_choice(self, "stem", ("torchvision", "fine"))
         check_choice(self, "init", ("auto", "imagenet", "scratch"))
         check_power_of_two(self, "img_size", 16, 1024)
         check_positive(self, "epochs", "batch_size", "lr")

@@ -344,7 +344,7 @@ def _study_inputs(n: int = 4, size: int = 64) -> dict[str, CamInputs]:
 @pytest.mark.filterwarnings("ignore:every Grad-CAM map is flat")  # an untrained stock net at 2x2
 @pytest.mark.parametrize(
     ("stem", "sizes"),
-    [("imagenet", {"layer3": "4x4", "layer4": "2x2"}), ("fine", {"layer3": "16x16", "layer4": "8x8"})],
+    [("torchvision", {"layer3": "4x4", "layer4": "2x2"}), ("fine", {"layer3": "16x16", "layer4": "8x8"})],
 )
 def test_cam_study_records_the_map_size_of_each_layer(stem: str, sizes: dict[str, str]) -> None:
     torch.manual_seed(0)

@@ -96,7 +96,7 @@ def test_classifier_shapes(size: int) -> None:
     assert target_layer(model) is model.layer4[-1]
 
 
-@pytest.mark.parametrize("stem", ["imagenet", "fine"])
+@pytest.mark.parametrize("stem", ["torchvision", "fine"])
 def test_stage_map_sizes_match_the_network(stem: str) -> None:
     model = build_classifier(stem=stem).eval()
     seen: dict[str, int] = {}
@@ -120,7 +120,7 @@ def test_the_fine_stem_takes_the_same_imagenet_weights(fake_imagenet: tuple[Path
     assert fine.conv1.stride == (1, 1) and isinstance(fine.maxpool, nn.Identity)
     assert torch.equal(fine.conv1.weight, state["conv1.weight"].sum(dim=1, keepdim=True))
     assert torch.equal(fine.layer4[1].conv2.weight, state["layer4.1.conv2.weight"])
-    with pytest.raises(ValueError, match="stem='coarse' is not supported; choose one of 'imagenet', 'fine'"):
+    with pytest.raises(ValueError, match="stem='coarse' is not supported; choose one of 'torchvision', 'fine'"):
         build_classifier(stem="coarse")
 
 
@@ -239,6 +239,19 @@ def test_best_val_epoch_is_saved_and_batchnorm_is_recalibrated(tmp_path: Path) -
     with torch.no_grad():
         h = model.conv1(train.x)  # (24, 64, 16, 16): bn1's input
     torch.testing.assert_close(model.bn1.running_mean, h.mean(dim=(0, 2, 3)), rtol=1e-4, atol=1e-5)
+
+
+def test_a_checkpoint_naming_the_torchvision_stem_imagenet_still_loads(tmp_path: Path) -> None:
+    from medsg_lib.checkpoint import load_checkpoint, save_checkpoint
+    from medsg_lib.classify.checkpoint import CLASSIFIER_FORMAT, LEGACY_STEM
+
+    ckpt = train_classifier(_tiny_cfg(epochs=1), squares_dataset(2), tmp_path, progress=False)
+    state = load_checkpoint(ckpt, fmt=CLASSIFIER_FORMAT)
+    assert state["config"]["stem"] == "torchvision"
+    state["config"]["stem"] = LEGACY_STEM
+    save_checkpoint(ckpt, state, fmt=CLASSIFIER_FORMAT)
+    model, info = load_classifier(ckpt)
+    assert info["config"].stem == "torchvision" and model.conv1.stride == (2, 2)
 
 
 def test_a_fine_stem_classifier_trains_and_loads_back_with_its_stem(tmp_path: Path) -> None:

@@ -296,7 +296,7 @@ def test_deterministic_runs_skip_folders_that_are_not_training_runs(tmp_path: Pa
     for name, info in (
         ("cyclegan_seed1", {"train": {"model": "cyclegan", "seed": 1}}),
         ("dcgan", {"train": {"model": "dcgan"}}),
-        ("classifier", {"classifier": {"stem": "imagenet"}}),  # notebook 04's classifier: no "train"
+        ("classifier", {"classifier": {"stem": "torchvision"}}),  # notebook 04's classifier: no "train"
     ):
         (tmp_path / name).mkdir()
         (tmp_path / name / CONFIG_NAME).write_text(json.dumps(info))

@@ -30,7 +30,7 @@ def describe(classifier_result: dict, table: pd.DataFrame, layer: str) -> str:
     """One line on the classifier behind a CAM study (from :func:`~medsg_lib.classify.ensure_classifier`'s
     result) and the map size at ``layer`` (from :func:`cam_study`'s table), for Figure 1's subtitle."""
     sizes = sorted(set(table.loc[table["layer"] == layer, "map_size"]))
-    stem = classifier_result.get("stem", "imagenet")
+    stem = classifier_result.get("stem", "torchvision")
     return (
         f"ResNet-18, {stem} stem, init {classifier_result.get('init')}, {classifier_result['split']} accuracy "
         f"{classifier_result['accuracy']:.2f}; {layer} map {', '.join(sizes)} upsampled to "

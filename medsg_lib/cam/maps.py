@@ -130,7 +130,7 @@ def _checked(cams: np.ndarray, x: torch.Tensor) -> np.ndarray:
     if not cams.any():
         warnings.warn(
             "every Grad-CAM map is flat (all zeros): the layer's activation may be 1x1 at this image size "
-            f"({x.shape[-2]}x{x.shape[-1]}; ResNet-18's layer4 is H/32 with the ImageNet stem, H/8 with the fine "
+            f"({x.shape[-2]}x{x.shape[-1]}; ResNet-18's layer4 is H/32 with the torchvision stem, H/8 with the fine "
             "one), or no class evidence is positive; try target_layer(model, 'layer3'), stem='fine' or larger images",
             stacklevel=3,
         )

@@ -42,6 +42,9 @@ def save_classifier(path: Path, model: nn.Module, cfg: ClassifierConfig, init: s
     return Path(path)
 
 
+LEGACY_STEM = "imagenet"  # ClassifierConfig.stem="torchvision" was named so (beside init="imagenet")
+
+
 def load_classifier(path: Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """The classifier of a ``classifier.pt`` (eval mode, on ``device``) and its metadata.
 
@@ -52,7 +55,10 @@ def load_classifier(path: Path, device: str | torch.device = "cpu") -> tuple[nn.
             is not a ``medsg-classifier-v1`` checkpoint.
     """
     state = load_checkpoint(Path(path), "cpu", fmt=CLASSIFIER_FORMAT)
-    cfg = from_jsonable(ClassifierConfig, state["config"])
+    config = dict(state["config"])
+    if config.get("stem") == LEGACY_STEM:  # older checkpoints name the torchvision stem so
+        config["stem"] = "torchvision"
+    cfg = from_jsonable(ClassifierConfig, config)
     model = build_classifier(
         cfg.arch, in_channels=state["in_channels"], num_classes=state["num_classes"], stem=cfg.stem
     )

@@ -1,6 +1,6 @@
 """The three-class chest X-ray classifier: torchvision's ResNet-18 with a one-channel stem.
 
-Two stems (:data:`STEMS`): ``"imagenet"`` is torchvision's (7x7 stride-2 conv, then a stride-2 max-pool: the
+Two stems (:data:`STEMS`): ``"torchvision"`` is torchvision's (7x7 stride-2 conv, then a stride-2 max-pool: the
 stages run at H/4 .. H/32); ``"fine"`` keeps the same 7x7 conv at stride 1 and drops the max-pool, the usual
 change for small inputs, so every stage is 4x finer (``layer3`` 16x16 and ``layer4`` 8x8 at 64 px, against 4x4
 and 2x2) at about 16x the compute. The weights are the same tensors, so ImageNet initialisation works for both.
@@ -31,7 +31,7 @@ IMAGENET_RESNET18_URL = f"https://download.pytorch.org/models/{IMAGENET_RESNET18
 FEATURE_DIM = 512  # ResNet-18 penultimate width
 # down-sampling of each stage's output relative to the input, per stem
 STAGE_STRIDES: dict[str, dict[str, int]] = {
-    "imagenet": {"layer1": 4, "layer2": 8, "layer3": 16, "layer4": 32},
+    "torchvision": {"layer1": 4, "layer2": 8, "layer3": 16, "layer4": 32},
     "fine": {"layer1": 1, "layer2": 2, "layer3": 4, "layer4": 8},
 }
 STEMS: tuple[str, ...] = tuple(STAGE_STRIDES)
@@ -97,7 +97,7 @@ def build_classifier(
     in_channels: int = 1,
     num_classes: int = 3,
     pretrained_path: Path | None = None,
-    stem: str = "imagenet",
+    stem: str = "torchvision",
 ) -> ResNet:
     """torchvision ResNet-18 with a ``in_channels`` stem and a ``num_classes`` head (CPU, train mode).
 
@@ -119,7 +119,7 @@ def build_classifier(
     if pretrained_path is not None:
         model.load_state_dict(_load_imagenet_state(pretrained_path))
     rgb_weight = model.conv1.weight.detach()
-    stride = 2 if stem == "imagenet" else 1
+    stride = 2 if stem == "torchvision" else 1
     model.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=stride, padding=3, bias=False)
     if stem == "fine":
         model.maxpool = nn.Identity()
@@ -151,12 +151,12 @@ def as_model_input(x: torch.Tensor, model: nn.Module) -> torch.Tensor:
 
 def stem_of(model: ResNet) -> str:
     """Which of :data:`STEMS` ``model`` was built with (read from its conv1 stride)."""
-    return "imagenet" if model.conv1.stride[0] == 2 else "fine"
+    return "torchvision" if model.conv1.stride[0] == 2 else "fine"
 
 
 def stage_map_size(model: ResNet, name: str, img_size: int) -> int:
     """Side in pixels of stage ``name``'s output map for ``img_size`` inputs (e.g. 4 for ``layer3`` at 64 px
-    with the ImageNet stem, 16 with the fine stem): the resolution of a Grad-CAM map before upsampling."""
+    with the torchvision stem, 16 with the fine stem): the resolution of a Grad-CAM map before upsampling."""
     _check_stage(name)
     return -(-img_size // STAGE_STRIDES[stem_of(model)][name])
 
@@ -164,7 +164,7 @@ def stage_map_size(model: ResNet, name: str, img_size: int) -> int:
 def target_layer(model: ResNet, name: str = "layer4") -> nn.Module:
     """The Grad-CAM layer: the last block of ``name`` (default ``layer4[-1]``, the usual choice).
 
-    With the ImageNet stem ``layer4`` maps are H/32 x W/32 (2x2 at 64 px, 8x8 at 256 px) and ``layer3`` is
+    With the torchvision stem ``layer4`` maps are H/32 x W/32 (2x2 at 64 px, 8x8 at 256 px) and ``layer3`` is
     H/16; the fine stem makes both 4x finer (:func:`stage_map_size`).
     """
     _check_stage(name)
@@ -172,5 +172,5 @@ def target_layer(model: ResNet, name: str = "layer4") -> nn.Module:
 
 
 def _check_stage(name: str) -> None:
-    if name not in STAGE_STRIDES["imagenet"]:  # the same four stages for every stem
+    if name not in STAGE_STRIDES["torchvision"]:  # the same four stages for every stem
         raise ValueError(f"name={name!r} is not a ResNet stage; choose one of 'layer1'..'layer4'")
