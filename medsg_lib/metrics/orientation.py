@@ -15,8 +15,14 @@ images' makes mirrored or turned images.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from pathlib import Path
+
 import pandas as pd
+import torch
 from torch import Tensor
+
+from medsg_lib.config import DataConfig, PhantomConfig
 
 ORIENTATION_INDICES: dict[str, int] = {"left_right": -1, "top_bottom": -2}  # index -> the axis mirrored
 
@@ -53,3 +59,30 @@ def orientation_table(reference: Tensor, sets: dict[str, Tensor]) -> pd.DataFram
                 }
             )
     return pd.DataFrame(rows)
+
+
+def generated_orientation_table(
+    data_cfg: DataConfig, generated: Mapping[str, Path], phantoms: PhantomConfig | None = None
+) -> pd.DataFrame:
+    """:func:`orientation_table` of the held-out real images (set ``"real (held-out)"``, the floor) and of each
+    generated set of ``generated`` (name -> a folder of class subfolders, as notebook 03 writes them), against the
+    template of the training split of ``data_cfg`` at its ``img_size``."""
+    from medsg_lib.data import build_dataset, held_out_split, load_image, preprocess, to_tensor
+    from medsg_lib.utility import materialise
+
+    def split_images(split: str) -> Tensor:
+        return materialise(build_dataset(data_cfg, split, phantoms, train=False, progress=False)).x
+
+    def generated_images(folder: Path) -> Tensor:
+        files = sorted(Path(folder).glob("*/*.png"))  # a folder per class, or "all" (an unconditional model)
+        if not files:
+            raise FileNotFoundError(
+                f"no generated images under {folder}/*/*.png: run notebook 03 (generation) first"
+            )
+        return torch.stack(
+            [to_tensor(preprocess(load_image(f, data_cfg.channels), data_cfg.img_size)) for f in files]
+        )
+
+    sets = {"real (held-out)": split_images(held_out_split(data_cfg.layout))}
+    sets.update({name: generated_images(folder) for name, folder in generated.items()})
+    return orientation_table(split_images("train"), sets)
