@@ -120,7 +120,9 @@ def test_the_fine_stem_takes_the_same_imagenet_weights(fake_imagenet: tuple[Path
     assert fine.conv1.stride == (1, 1) and isinstance(fine.maxpool, nn.Identity)
     assert torch.equal(fine.conv1.weight, state["conv1.weight"].sum(dim=1, keepdim=True))
     assert torch.equal(fine.layer4[1].conv2.weight, state["layer4.1.conv2.weight"])
-    with pytest.raises(ValueError, match="stem='coarse' is not supported; choose one of 'torchvision', 'fine'"):
+    with pytest.raises(
+        ValueError, match="stem='coarse' is not supported; choose one of 'torchvision', 'fine'"
+    ):
         build_classifier(stem="coarse")
 
 

@@ -35,7 +35,8 @@ def data_cfg(tmp_path_factory: pytest.TempPathFactory):
 def test_notebook_01_reads_the_real_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import papermill as pm
 
-    repo = project_root()  # resolved before MEDSG_ROOT points elsewhere: the notebook is read from the checkout
+    # resolved before MEDSG_ROOT points elsewhere: the notebook is read from the checkout
+    repo = project_root()
     out = tmp_path / "01.ipynb"
     # the notebook's kernel inherits MEDSG_ROOT: its outputs go under tmp_path, never into the repository
     monkeypatch.setenv("MEDSG_ROOT", str(tmp_path))
