@@ -192,8 +192,8 @@ class ClassifierConfig:
     """Three-class chest X-ray classifier (Figure 1, domain features, utility of synthetic data)."""
 
     arch: Literal["resnet18"] = "resnet18"
-    # "torchvision": its ResNet stem (stride-2 conv1, max-pool); "fine": stride-1 conv1 and no max-pool, 4x finer maps for Grad-CAM at
-    # small sizes (16x the compute; medsg_lib.models.classifier)
+    # "torchvision": its ResNet stem (stride-2 conv1, max-pool); "fine": stride-1 conv1 and no max-pool, 4x
+    # finer maps for Grad-CAM at small sizes (16x the compute; medsg_lib.models.classifier)
     stem: Literal["torchvision", "fine"] = "torchvision"
     img_size: int = 64
     epochs: int = 10
