@@ -177,7 +177,6 @@ class StyleGAN2(ModelFamily):
     inference_nets = ("generator",)
     # D stays eager (R1), G too (the path-length penalty's double backward)
     compile_nets = ()
-    reproduce_targets = ()  # not yet in `reproduce`: trained with `train --model stylegan2` (docs/results.md)
     profile_nets = {
         "smoke": StyleGAN2Config(z_dim=16, w_dim=16, channel_base=256, channel_max=16, mbstd_group=2),
         # ada_kimg 20: p can move by 0.4 in the 8 kimg of the cpu run (the reference's 500 is sized for 25,000)
