@@ -1,4 +1,4 @@
-"""Memorisation and privacy audit of generated sets (notebook 06), on top of :mod:`medsg_lib.memorisation`.
+"""Memorisation and privacy audit of generated sets (notebook 08), on top of :mod:`medsg_lib.memorisation`.
 
 The question: does a generator hand back (near-)copies of the real images it learnt from? Every generated
 image is compared with every real TRAINING image (all classes) in two spaces, pixels (the shift- and

@@ -269,7 +269,7 @@ def save_confusion_figure(
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Memorisation audit (notebook 06)
+# Memorisation audit (notebook 08)
 
 
 def save_memorisation_distances(

@@ -54,7 +54,7 @@ class Profile:
     # epochs of the utility experiment's classifiers (0: the main classifier's); it trains one on real images and
     # two per class-conditional generator
     utility_epochs: int = 0
-    # learning curves (notebook 07) computed by default in this profile; None: drawn from existing records
+    # learning curves (notebook 09) computed by default in this profile; None: drawn from existing records
     # only (a long run is asked for explicitly, e.g. `-p factor 10`)
     curves: CurveConfig | None = None
 

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from medsg_lib.classify import predict
-from medsg_lib.config import CLASS_NAMES
+from medsg_lib.config import CLASS_NAMES, DataConfig
 from medsg_lib.data import load_image, load_mask, preprocess, to_tensor
 from medsg_lib.data.covidqu import sibling_lung_mask
 from medsg_lib.data.records import XrayRecord
@@ -173,3 +173,16 @@ def translation_table(translations: pd.DataFrame, real: pd.DataFrame) -> pd.Data
         key=lambda s: s.map(order[s.name]) if s.name in order else s,
         kind="stable",
     ).reset_index(drop=True)
+
+
+def translation_study(
+    translators: Mapping[str, Path], records: Sequence[XrayRecord], data: DataConfig, model: nn.Module
+) -> pd.DataFrame | None:
+    """Notebook 06's table: :func:`translation_table` of every translating model (label -> generated folder)
+    beside the real ``records`` (e.g. the held-out split), at ``data.img_size``, with ``model``'s calls. None
+    where there is nothing to measure: no translating model, or a data layout without lung masks."""
+    if not translators or not has_lung_masks(data.layout):
+        return None
+    return translation_table(
+        translation_rows_of(translators, data.img_size, model), real_lung_means(records, data.img_size, model)
+    )

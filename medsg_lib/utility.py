@@ -13,23 +13,15 @@ import torch
 from torch.utils.data import Dataset
 
 from medsg_lib.classify import evaluate_classifier, load_classifier, train_classifier
-from medsg_lib.config import CLASS_NAMES, CLASS_SLUGS, ClassifierConfig
-from medsg_lib.data import LabelledImages, load_image, preprocess, to_tensor
+from medsg_lib.config import CLASS_NAMES, ClassifierConfig
+from medsg_lib.data import LabelledImages
+from medsg_lib.generate.read import generated_images
 
 
 def generated_dataset(gen_dir: Path, img_size: int, channels: int = 1) -> LabelledImages:
     """The PNGs of ``gen_dir/{class_slug}/*.png`` (one folder per class, e.g. Med-StyleGAN2's output) with the
     folder's class as label, resized to ``img_size``. Raises FileNotFoundError when no class folder has images."""
-    xs, ys = [], []
-    for label, slug in enumerate(CLASS_SLUGS):
-        for path in sorted((Path(gen_dir) / slug).glob("*.png")):
-            xs.append(to_tensor(preprocess(load_image(path, channels), img_size)))
-            ys.append(label)
-    if not xs:
-        raise FileNotFoundError(
-            f"no generated images under {gen_dir}/{{{','.join(CLASS_SLUGS)}}}/*.png: run notebook 03 (generation) first"
-        )
-    return LabelledImages(torch.stack(xs), torch.tensor(ys))
+    return generated_images(gen_dir, img_size, channels, classes=CLASS_NAMES)
 
 
 def materialise(dataset: Dataset) -> LabelledImages:

@@ -333,3 +333,25 @@ def test_a_second_writer_is_refused_and_a_dead_writers_lock_taken_over(tmp_path:
         progress=False,
     )
     assert sorted(p.name for p in out.iterdir()) == ["all", "config.json", "manifest.csv"]
+
+
+def test_generated_images_reads_every_class_folder_with_its_label(tmp_path: Path) -> None:
+    from helpers import write_png
+
+    from medsg_lib.generate.read import WHOLE_SET_LABEL, generated_images
+
+    write_png(tmp_path / "gen" / "non_covid" / "1.png", 255, size=16)
+    write_png(tmp_path / "gen" / "non_covid" / "0.png", 0, size=16)
+    write_png(tmp_path / "gen" / "covid" / "5.png", 0, size=16)
+    write_png(tmp_path / "gen" / "all" / "2.png", 255, size=16)
+    read = generated_images(tmp_path / "gen", 8)
+    assert read.x.shape == (4, 1, 8, 8)
+    assert read.labels.tolist() == [0, 1, 1, WHOLE_SET_LABEL]  # class order, files sorted, "all" last
+    assert read.x[:, 0, 0, 0].tolist() == [-1.0, -1.0, 1.0, 1.0]  # 0.png before 1.png; [-1, 1]
+    only_classes = generated_images(tmp_path / "gen", 8, classes=CLASS_NAMES)
+    assert only_classes.labels.tolist() == [0, 1, 1]
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"no generated images under .*gen/\{normal\}/\*\.png: run notebook 03 \(generation\) first",
+    ):
+        generated_images(tmp_path / "gen", 8, classes=("Normal",))

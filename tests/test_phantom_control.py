@@ -105,3 +105,28 @@ def test_the_same_classifier_learns_the_classes_from_the_lesions(tmp_path: Path)
     train, test = (render_split(CONTROL, split) for split in ("Train", "Test"))
     accuracy = _accuracy(_dataset(*train), _dataset(*test), tmp_path / "lesions")
     assert accuracy > CHANCE_BAND[1] + 0.1, accuracy
+
+
+class _Calls(torch.nn.Module):
+    """Calls every image class ``label`` (logits one-hot)."""
+
+    def __init__(self, label: int) -> None:
+        super().__init__()
+        self.logits = torch.nn.Parameter(torch.nn.functional.one_hot(torch.tensor(label), 3).float())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits.expand(x.shape[0], 3)
+
+
+def test_lesion_removal_study_rows_and_layouts_without_twins() -> None:
+    from medsg_lib.cam import lesion_removal_study
+
+    small = PhantomConfig(root=Path("unused"), img_size=SIZE, num_train=1, num_val=1, num_test=3, seed=3)
+    table = lesion_removal_study(_Calls(NON_COVID), "phantoms", small, "test", 32)
+    assert table is not None and table["class"].tolist() == ["COVID-19", "Non-COVID", "Normal"]
+    assert table["n"].tolist() == [3, 3, 3]
+    for kind in ("images", "twins"):
+        assert table[f"{kind} called Non-COVID"].tolist() == [1.0, 1.0, 1.0]
+        assert table[f"{kind} called Normal"].tolist() == [0.0, 0.0, 0.0]
+    assert lesion_removal_study(_Calls(NORMAL), "folders", small, "test", 32) is None  # real X-rays: no twin
+    assert lesion_removal_study(_Calls(NORMAL), "covidqu", small, "test", 32) is None

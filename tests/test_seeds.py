@@ -300,7 +300,7 @@ def test_deterministic_runs_skip_folders_that_are_not_training_runs(tmp_path: Pa
     ):
         (tmp_path / name).mkdir()
         (tmp_path / name / CONFIG_NAME).write_text(json.dumps(info))
-    (tmp_path / "curves").mkdir()  # notebook 07's long runs: a folder of runs
+    (tmp_path / "curves").mkdir()  # notebook 09's long runs: a folder of runs
     assert deterministic_runs(tmp_path) == ["cyclegan_seed1"]
 
 

@@ -10,6 +10,7 @@ import torch
 from helpers import write_png
 from torch import nn
 
+from medsg_lib.config import DataConfig
 from medsg_lib.data.covidqu import sibling_lung_mask
 from medsg_lib.data.records import XrayRecord
 from medsg_lib.manifest import GeneratedItem, item_file, manifest_rows, write_manifest
@@ -19,6 +20,7 @@ from medsg_lib.translation import (
     predicted_classes,
     real_lung_means,
     translation_rows,
+    translation_study,
     translation_table,
 )
 
@@ -97,6 +99,24 @@ def test_translation_table_groups_by_target_and_source_beside_the_real_classes(t
     real_row = table.loc[("COVID-19", "real")]
     assert real_row["lung_mean"] == 120 and np.isnan(real_row["delta"])
     assert [c for c, _ in table.index] == ["COVID-19"] * 3 + ["Normal"]  # canonical class order
+
+
+def test_translation_study_is_the_table_of_every_translator_or_none(tmp_path: Path) -> None:
+    real_img = _source(tmp_path / "real" / "COVID-19", "r", 120)
+    records = [XrayRecord(real_img, 0, "COVID-19", "test", sibling_lung_mask(real_img))]
+    gen = {"A": _generated(tmp_path / "a")}
+    covidqu = DataConfig(layout="covidqu", root=tmp_path, img_size=SIZE)
+    study = translation_study(gen, records, covidqu, ConstantModel(0))
+    expected = translation_table(
+        translation_rows(gen["A"], SIZE, ConstantModel(0)).assign(generator="A"),
+        real_lung_means(records, SIZE, ConstantModel(0)),
+    )
+    assert study is not None and study.equals(expected) and set(study["generator"]) == {"A", "real"}
+    assert translation_study({}, records, covidqu, ConstantModel(0)) is None  # no translating model
+    folders = DataConfig(
+        layout="folders", root=tmp_path, img_size=SIZE
+    )  # class folders: no lung masks to measure in
+    assert translation_study(gen, records, folders, ConstantModel(0)) is None
 
 
 def test_no_source_with_a_lung_mask_is_a_clear_error(tmp_path: Path) -> None:

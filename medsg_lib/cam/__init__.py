@@ -36,6 +36,7 @@ from medsg_lib.cam.study import (
     cam_study,
     cam_study_over_seeds,
     generated_cam_inputs,
+    lesion_removal_study,
     lesion_removal_table,
     real_cam_inputs,
 )
@@ -56,6 +57,7 @@ __all__ = [
     "energy_inside",
     "gaussian_baseline",
     "generated_cam_inputs",
+    "lesion_removal_study",
     "lesion_removal_table",
     "localisation_table",
     "miss_locations",

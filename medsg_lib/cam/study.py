@@ -1,6 +1,6 @@
 """The Figure 1 study: real and generated images with their masks (:class:`CamInputs`), every layer's maps
 measured against a map that cannot localise (:func:`cam_study`), over classifier seeds
-(:func:`cam_study_over_seeds`), and the lesion-removal control on the phantoms (:func:`lesion_removal_table`)."""
+(:func:`cam_study_over_seeds`), and the lesion-removal control on the phantoms (:func:`lesion_removal_study`)."""
 
 from __future__ import annotations
 
@@ -191,6 +191,14 @@ def cam_methods_study(
     table = pd.concat(tables, ignore_index=True)
     first = [*METHOD_KEYS, "classifier_seed"]
     return table[[*first, *[c for c in table.columns if c not in first]]]
+
+
+def lesion_removal_study(
+    model: nn.Module, layout: str, phantoms: PhantomConfig, split: str, img_size: int
+) -> pd.DataFrame | None:
+    """:func:`lesion_removal_table` where the data ``layout`` has lesion-free twins (the phantoms, rendered with
+    and without lesions); None for every other layout (real X-rays have no twin)."""
+    return lesion_removal_table(model, phantoms, split, img_size) if layout == "phantoms" else None
 
 
 def lesion_removal_table(

@@ -19,7 +19,6 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
-import torch
 from torch import Tensor
 
 from medsg_lib.config import DataConfig, PhantomConfig
@@ -67,22 +66,14 @@ def generated_orientation_table(
     """:func:`orientation_table` of the held-out real images (set ``"real (held-out)"``, the floor) and of each
     generated set of ``generated`` (name -> a folder of class subfolders, as notebook 03 writes them), against the
     template of the training split of ``data_cfg`` at its ``img_size``."""
-    from medsg_lib.data import build_dataset, held_out_split, load_image, preprocess, to_tensor
+    from medsg_lib.data import build_dataset, held_out_split
+    from medsg_lib.generate.read import generated_images
     from medsg_lib.utility import materialise
 
     def split_images(split: str) -> Tensor:
         return materialise(build_dataset(data_cfg, split, phantoms, train=False, progress=False)).x
 
-    def generated_images(folder: Path) -> Tensor:
-        files = sorted(Path(folder).glob("*/*.png"))  # a folder per class, or "all" (an unconditional model)
-        if not files:
-            raise FileNotFoundError(
-                f"no generated images under {folder}/*/*.png: run notebook 03 (generation) first"
-            )
-        return torch.stack(
-            [to_tensor(preprocess(load_image(f, data_cfg.channels), data_cfg.img_size)) for f in files]
-        )
-
     sets = {"real (held-out)": split_images(held_out_split(data_cfg.layout))}
-    sets.update({name: generated_images(folder) for name, folder in generated.items()})
+    img_size, channels = data_cfg.img_size, data_cfg.channels
+    sets.update({name: generated_images(folder, img_size, channels).x for name, folder in generated.items()})
     return orientation_table(split_images("train"), sets)
