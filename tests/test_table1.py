@@ -12,15 +12,8 @@ from medsg_lib.evaluate import REAL_BASELINE_MODEL
 from medsg_lib.metrics.frd import FRD_PROTOCOL
 from medsg_lib.metrics.weights import weights_label
 from medsg_lib.paths import project_root
-from medsg_lib.table1 import (
-    PAPER_TABLE1,
-    build_table1,
-    cell,
-    family_rows,
-    fmt_plain,
-    fmt_value_ci,
-    write_table1,
-)
+from medsg_lib.table1 import PAPER_TABLE1, build_table1, family_rows, write_table1
+from medsg_lib.table_cells import cell, fmt_plain, fmt_value_ci
 
 
 def paper_table_in_docs() -> list[tuple[str, str, str]]:
