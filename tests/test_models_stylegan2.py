@@ -136,3 +136,22 @@ def test_mapping_normalises_tracks_w_avg_and_truncates() -> None:
     layer = m.layers[0]
     assert abs(float(layer.weight.detach().std()) * 0.01 - 1.0) < 0.1
     assert layer.weight_gain == pytest.approx(0.01 / math.sqrt(16))
+
+
+def test_a_rank_share_that_is_not_a_multiple_of_the_mbstd_group_is_named() -> None:
+    from helpers import tiny_cfg
+
+    from medsg_lib.devices import DistInfo
+    from medsg_lib.families import family_of, resolve
+    from medsg_lib.families.base import Batch, StepContext
+    from medsg_lib.training import build_train_state
+
+    cfg = resolve(tiny_cfg("stylegan2", mbstd_group=2))
+    state = build_train_state(cfg, torch.device("cpu"))
+    z = torch.zeros(3, cfg.net.z_dim)
+    batch = Batch(torch.zeros(3, 1, 32, 32), torch.zeros(3, dtype=torch.int64), z=(z,) * 6, seeds=(0,))
+    ctx = StepContext(device=torch.device("cpu"), info=DistInfo(rank=0, world_size=2, local_rank=0))
+    with pytest.raises(
+        ValueError, match=r"^a batch of 3 per rank is not a multiple of StyleGAN2Config\.mbstd_group=2$"
+    ):
+        family_of(cfg).train_step(state, batch, cfg, ctx)

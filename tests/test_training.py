@@ -19,6 +19,7 @@ from medsg_lib.checkpoint import load_checkpoint
 from medsg_lib.config import CLASS_NAMES, DataConfig
 from medsg_lib.data import SyntheticXrays
 from medsg_lib.devices import DistInfo, select_device
+from medsg_lib.families.base import StepPlan
 from medsg_lib.training import (
     build_train_state,
     make_plan_fn,
@@ -226,7 +227,7 @@ def test_log_and_sample_grid(tmp_path: Path, model: str, keys: set[str], png_siz
         assert im.size == png_size
 
 
-def test_step_plans_are_balanced_seeded_and_per_rank() -> None:
+def test_step_plans_are_balanced_seeded_and_shared_out_over_ranks() -> None:
     labels = torch.tensor([0] * 30 + [1] * 3 + [2] * 1)  # imbalanced
     cfg = tiny_cfg()
     plan = make_plan_fn(cfg, labels, batch=64, rank=0)
@@ -234,8 +235,19 @@ def test_step_plans_are_balanced_seeded_and_per_rank() -> None:
     assert domains.min() >= 10  # uniform over domains, not over images (0 would get ~56 of 64)
     assert plan(1).items == plan(1).items and torch.equal(plan(1).z[0], plan(1).z[0])
     assert plan(1).items != plan(2).items
-    assert make_plan_fn(cfg, labels, 64, rank=1)(1).items != plan(1).items
     assert step_seed(0, 1, 0) != step_seed(0, 1, 1) != step_seed(1, 1, 0)
+    # two ranks: each takes its half of every group (real images, then two sets of references) of the global plan
+    halves = [make_plan_fn(cfg, labels, 64, rank=r, world_size=2)(1) for r in (0, 1)]
+    whole = plan(1)
+    for g in range(3):
+        assert (
+            halves[0].items[32 * g : 32 * (g + 1)] + halves[1].items[32 * g : 32 * (g + 1)]
+            == whole.items[64 * g : 64 * (g + 1)]
+        )
+    for k in range(2):
+        assert torch.equal(torch.cat([halves[0].z[k], halves[1].z[k]]), whole.z[k])
+    with pytest.raises(ValueError, match=r"a step plan's z has 5 rows, not groups of the global batch 4"):
+        StepPlan(items=[(0, 0)] * 4, z=[torch.zeros(5, 2)]).for_rank(0, 2, 4)
     baseline = make_plan_fn(tiny_cfg("dcgan", target_class="Normal"), labels, batch=16, rank=0)
     assert {int(labels[i]) for i, _ in baseline(3).items} == {CLASS_NAMES.index("Normal")}
 

@@ -51,12 +51,37 @@ class TrainState:
 
 @dataclass
 class StepPlan:
-    """The random choices of one step on one rank (all drawn from the step's generator)."""
+    """The random choices of one step (all drawn from the step's generator), for the global batch or, after
+    :meth:`for_rank`, one rank's share of it."""
 
     items: list[tuple[int, int]]  # (dataset index, augmentation seed) of every image the step reads
     z: list[Tensor] = field(default_factory=list)  # latents or other float draws, each (B, ...), on CPU
     labels: list[Tensor] = field(default_factory=list)  # class labels of the fakes, each (B,) int64, on CPU
     seeds: list[int] = field(default_factory=list)  # seeds of draws made inside the step (e.g. an image pool)
+
+    def for_rank(self, rank: int, world_size: int, batch: int) -> StepPlan:
+        """Rank ``rank``'s share of a plan drawn for the GLOBAL ``batch``: every list of items and every tensor
+        is one or more groups of ``batch`` rows, one after the other (e.g. real images, then references);
+        each rank takes its ``batch // world_size`` consecutive rows of every group, so the ranks together
+        see exactly what one process sees. ``seeds`` (draws inside the step) are every rank's."""
+        if world_size == 1:
+            return self
+        share = batch // world_size
+
+        def rows(n: int, what: str) -> list[int]:
+            if n % batch:
+                raise ValueError(
+                    f"a step plan's {what} has {n} rows, not groups of the global batch {batch}: a family's "
+                    "planner must draw every per-image choice for the global batch (StepPlan.for_rank)"
+                )
+            return [g * batch + rank * share + i for g in range(n // batch) for i in range(share)]
+
+        return StepPlan(
+            items=[self.items[i] for i in rows(len(self.items), "items")],
+            z=[t[rows(len(t), "z")] for t in self.z],
+            labels=[t[rows(len(t), "labels")] for t in self.labels],
+            seeds=self.seeds,
+        )
 
     def to(self, device: torch.device) -> StepPlan:
         """The plan with its tensors on ``device`` (non-blocking)."""
@@ -154,7 +179,8 @@ class ModelFamily(ABC):
     def step_planner(
         self, cfg: TrainConfig, labels: Tensor, batch: int
     ) -> Callable[[torch.Generator], StepPlan]:
-        """``plan(gen)``: the random choices of one step with a per-rank ``batch``, drawn from ``gen``.
+        """``plan(gen)``: the random choices of one step for the global ``batch``, drawn from ``gen`` (each
+        per-image choice in groups of ``batch`` rows: :meth:`StepPlan.for_rank` gives each rank its share).
 
         ``labels``: the int64 ``(N,)`` classes of the training set. Raise ``ValueError`` when the data cannot
         train this model (e.g. too few classes)."""

@@ -233,10 +233,6 @@ class StyleGAN2(ModelFamily):
     def step_planner(
         self, cfg: TrainConfig, labels: Tensor, batch: int
     ) -> Callable[[torch.Generator], StepPlan]:
-        if batch % min(cfg.net.mbstd_group, batch):
-            raise ValueError(
-                f"a batch of {batch} per rank is not a multiple of StyleGAN2Config.mbstd_group={cfg.net.mbstd_group}"
-            )
         return lambda gen: plan_stylegan2_step(gen, labels, batch, cfg.net.z_dim)
 
     def to_batch(self, x: Tensor, y: Tensor, plan: StepPlan) -> Batch:
@@ -252,6 +248,10 @@ class StyleGAN2(ModelFamily):
         augment: AugmentPipe = nets[AUGMENT_NET]  # type: ignore[assignment]
         draws = torch.Generator().manual_seed(batch.seeds[0])  # mixing, noise and augmentation draws (CPU)
         b = len(batch.x_real)
+        if b % min(net.mbstd_group, b):  # this rank's share of the global batch (TrainConfig.batch_size)
+            raise ValueError(
+                f"a batch of {b} per rank is not a multiple of StyleGAN2Config.mbstd_group={net.mbstd_group}"
+            )
         terms: dict[str, Tensor | float] = {}
 
         def fakes(phase: int, n: int) -> tuple[Tensor, Tensor, Tensor]:

@@ -5,7 +5,8 @@ choices, the step itself and the sample grid, and does the rest the same way for
 (:mod:`.rundir`), checkpoints every ``ckpt_every`` steps, logs, NaN stops and resume. Randomness: :mod:`.plan`.
 
 Data parallelism (torchrun): ``cfg.batch_size`` is the GLOBAL batch, split evenly over ranks (it must be
-divisible by the world size); each rank draws its own batch with the rank in its seed, gradients are averaged
+divisible by the world size); every rank draws the global step plan and takes its share of it (so the ranks
+together see what one process sees, :mod:`.plan`), gradients are averaged
 by hand (:func:`medsg_lib.devices.all_reduce_grads`, which explains why not DDP) and BatchNorm buffers are
 broadcast from rank 0 after each step. Every rank reads the same checkpoint; rank 0 alone writes the log,
 samples and checkpoints; at each checkpoint all ranks compare fingerprints of their states and stop if they
@@ -86,7 +87,7 @@ def run_steps(
             f"TrainConfig.batch_size={cfg.batch_size} (the global batch) must be divisible by the world size "
             f"{info.world_size}"
         )
-    plans = StepPlans(make_plan_fn(cfg, labels, cfg.batch_size // info.world_size, info.rank, family))
+    plans = StepPlans(make_plan_fn(cfg, labels, cfg.batch_size, info.rank, family, info.world_size))
     ctx = StepContext(device=device, info=info)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     loader = make_loader(dataset, plans, state.step, stop, cfg, device)

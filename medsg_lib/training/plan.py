@@ -1,8 +1,9 @@
-"""Step planning and the loader: which images and latents each step uses, as a function of (seed, step, rank).
+"""Step planning and the loader: which images and latents each step uses, as a function of (seed, step).
 
 Every random choice of step ``t`` (batch indices, reference images, target domains, latents, and the seed of
-each item's augmentation) comes from a ``torch.Generator`` seeded with :func:`step_seed` ``(cfg.seed, t,
-rank)`` and handed to the model family's step planner. A run resumed from a checkpoint therefore continues
+each item's augmentation) comes from a ``torch.Generator`` seeded with :func:`step_seed` ``(cfg.seed, t, 0)``
+and handed to the model family's step planner, for the global batch; under torchrun each rank takes its share
+(:meth:`~medsg_lib.families.base.StepPlan.for_rank`). A run resumed from a checkpoint therefore continues
 bit-exactly as the uninterrupted run would have (on CPU). Batches are drawn with replacement per step, so
 ``iterations`` are counted in steps, not epochs.
 """
@@ -34,15 +35,22 @@ def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
 
 
 def make_plan_fn(
-    cfg: TrainConfig, labels: Tensor, batch: int, rank: int, family: ModelFamily | None = None
+    cfg: TrainConfig,
+    labels: Tensor,
+    batch: int,
+    rank: int = 0,
+    family: ModelFamily | None = None,
+    world_size: int = 1,
 ) -> Callable[[int], StepPlan]:
-    """``plan_fn(t)``: the :class:`StepPlan` of step ``t`` on ``rank`` with a per-rank ``batch``
-    (``family``: the resolved family of ``cfg``; None resolves it here)."""
+    """``plan_fn(t)``: the :class:`StepPlan` of step ``t`` for the global ``batch``, drawn from the step's
+    generator (the same on every rank), and ``rank``'s share of it (:meth:`StepPlan.for_rank`): the ranks of a
+    data-parallel run together see what one process sees. ``family``: the resolved family of ``cfg``; None
+    resolves it here."""
     if family is None:
         cfg = resolve(cfg)
         family = family_of(cfg)
     planner = family.step_planner(cfg, labels, batch)
-    return lambda t: planner(step_generator(cfg.seed, t, rank))
+    return lambda t: planner(step_generator(cfg.seed, t, 0)).for_rank(rank, world_size, batch)
 
 
 class StepPlans:
