@@ -33,9 +33,10 @@ from medsg_lib.config import (
     PhantomConfig,
     TrainConfig,
 )
+from medsg_lib.evaluate import evaluate_images
 from medsg_lib.files import CHECKPOINT_DIR, append_jsonl, class_slug, file_sha256, read_jsonl
 from medsg_lib.metrics.records import Comparison
-from medsg_lib.metrics.registry import EvalOptions, metric_functions
+from medsg_lib.metrics.registry import EvalOptions, metric_plan
 from medsg_lib.metrics.sources import generated_set, real_images
 
 if TYPE_CHECKING:
@@ -102,7 +103,7 @@ def evaluate_checkpoints(
     train_cfg = run_train_config(run_dir)
     run_data = dataclasses.replace(data_cfg, img_size=train_cfg.img_size, channels=train_cfg.channels)
     options = EvalOptions(metrics_cfg, feature_fn=feature_fn, feature_weights=feature_weights, device=device)
-    metric_functions(CURVE_METRICS)  # unknown names fail before anything runs
+    metric_plan(CURVE_METRICS)  # unknown names fail before anything runs
     done = evaluated_steps(records_path, run_dir.name)
     records: list[dict[str, Any]] = []
     for step, ckpt in run_checkpoints(run_dir):
@@ -122,8 +123,7 @@ def evaluate_checkpoints(
                 # fewer images than feature dimensions make the covariances singular, at every checkpoint alike
                 # (the Frechet distances' known small-n bias, docs/metrics.md): nothing a reader can act on here
                 warnings.simplefilter("ignore", LinAlgWarning)
-                for metric_fn in metric_functions(CURVE_METRICS):
-                    metric_fn(comparison, real, fakes, options)
+                evaluate_images(comparison, real, fakes, options, CURVE_METRICS)
         step_records = read_jsonl(pending)
         append_jsonl(records_path, step_records)  # a checkpoint's records in one write
         records += step_records

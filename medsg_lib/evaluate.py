@@ -1,6 +1,6 @@
 """Evaluate sets of generated images against real images; every number becomes a JSON-lines record.
 
-One path, :func:`evaluate_images`, runs the metrics of the registry (:mod:`medsg_lib.metrics.registry`:
+One path, :func:`evaluate_images`, runs the metrics of the registry (:mod:`medsg_lib.metrics.registry`, e.g.
 ``"inception"``, ``"domain"``, ``"lpips"``) on a reference set of real images and another set, under one
 :class:`~medsg_lib.metrics.registry.EvalOptions`, appending each record to a JSON-lines file as soon as it is
 computed. Two thin wrappers name the comparisons:
@@ -33,7 +33,7 @@ from medsg_lib.data import held_out_split
 from medsg_lib.files import ALL_CLASSES, CONFIG_NAME, class_slug, project_relative, read_json
 from medsg_lib.heartbeat import Heartbeat
 from medsg_lib.metrics.records import Comparison
-from medsg_lib.metrics.registry import EvalOptions, metric_functions
+from medsg_lib.metrics.registry import EvalOptions, metric_plan, registry_name
 from medsg_lib.metrics.sources import Images, RealImages, check_class, generated_set, real_images, subsample
 from medsg_lib.seeds import check_one_code_version
 
@@ -83,15 +83,18 @@ class EvalTarget:
 def evaluate_images(
     comparison: Comparison, real: RealImages, other: Images, options: EvalOptions, metrics: Sequence[str]
 ) -> list[dict[str, Any]]:
-    """Run the registered ``metrics`` (names, in order) comparing ``other`` with the reference ``real``;
-    every record is appended to ``comparison.records_path`` as it is computed. Returns them in order.
+    """Compute the registered ``metrics`` (names or group names, :func:`~medsg_lib.metrics.registry.metric_plan`)
+    comparing ``other`` with the reference ``real``, and append their records to ``comparison.records_path``
+    (the one writer of metric records), each metric's as soon as its function returns. Returns them in order.
 
     Raises:
         ValueError: an unknown metric name (before anything is computed).
     """
     records: list[dict[str, Any]] = []
-    for metric_fn in metric_functions(metrics):
-        records += metric_fn(comparison, real, other, options)
+    for metric_fn, keep in metric_plan(metrics):
+        for fields in metric_fn(real, other, options, comparison.seed):
+            if registry_name(fields["metric"]) in keep:
+                records.append(comparison.append(**fields))
     return records
 
 

@@ -35,13 +35,18 @@ from medsg_lib.metrics import (
     LPIPS_PAIRS_PROTOCOL,
     REQUIRED_KEYS,
     Comparison,
+    diversity,
     features,
     registry,
 )
+from medsg_lib.metrics import (
+    options as eval_options,
+)
 from medsg_lib.metrics.cache import load_features, module_fingerprint, save_features
+from medsg_lib.metrics.diversity import lpips_protocol
 from medsg_lib.metrics.frd import FRD_PROTOCOL
 from medsg_lib.metrics.msssim import MSSSIM_GROUP_PROTOCOL, MSSSIM_PAIRS_PROTOCOL, msssim_levels
-from medsg_lib.metrics.registry import EvalOptions, lpips_protocol
+from medsg_lib.metrics.registry import EvalOptions
 from medsg_lib.metrics.sources import generated_set, real_images
 from medsg_lib.metrics.values import bootstrap_skip_reason
 
@@ -321,7 +326,7 @@ def test_lpips_groups_from_the_manifest_with_random_weights(
 def test_lpips_over_random_pairs_without_sources(
     offline: list[str], data_cfg: DataConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(registry, "LPIPS_NUM_PAIRS", 20)  # 1000 pairs take ~10 s here
+    monkeypatch.setattr(diversity, "LPIPS_NUM_PAIRS", 20)  # 1000 pairs take ~10 s here
     fake_dir = tmp_path / "fakes"
     write_pngs(fake_dir, NUM, mean=100, seed=5)
     cfg = MetricsConfig(fid_protocols=(), kid_subsets=3, kid_subset_size=4, allow_random_weights=True)
@@ -419,7 +424,8 @@ def test_eval_options_validation_messages() -> None:
     assert EvalOptions(MetricsConfig(), feature_name="my net").feature_fn is None  # unused name: no check
     options = EvalOptions(MetricsConfig(), cache_dir="somewhere")
     assert (
-        options.cache_dir == Path("somewhere") and options.bootstrap_budget_s == registry.BOOTSTRAP_BUDGET_S
+        options.cache_dir == Path("somewhere")
+        and options.bootstrap_budget_s == eval_options.BOOTSTRAP_BUDGET_S
     )
     with pytest.raises(dataclasses.FrozenInstanceError):
         options.device = "cuda"  # type: ignore[misc]
@@ -435,16 +441,26 @@ def test_wrappers_validate_options_before_reading_anything(data_cfg: DataConfig,
 
 
 def test_registry_unknown_metric_is_refused_before_any_record(data_cfg: DataConfig, tmp_path: Path) -> None:
-    assert list(registry.METRICS) == ["inception", "domain", "frd", "lpips", "msssim"]
+    assert set(registry.METRICS) == {
+        "fid",
+        "kid",
+        "fd_domain",
+        "kid_domain",
+        "prdc",
+        "frd",
+        "lpips",
+        "msssim",
+    }
     real = real_images(data_cfg, "train", "Normal")
     comparison = Comparison("gan", "Normal", "-", 0, tmp_path / "records.jsonl")
     options = EvalOptions(
         MetricsConfig(fid_protocols=()), feature_fn=CountingProjection(), feature_name="proj"
     )
     with pytest.raises(ValueError) as err:
-        evaluate_images(comparison, real, real, options, ["domain", "fid", "is"])
-    assert (
-        str(err.value) == "unknown metric(s) ['fid', 'is']; choose from inception, domain, frd, lpips, msssim"
+        evaluate_images(comparison, real, real, options, ["domain", "fid", "is", "fd"])
+    assert str(err.value) == (
+        "unknown metric(s) ['is', 'fd']; choose from fid, kid, fd_domain, kid_domain, prdc, frd, lpips, msssim, "
+        "inception, domain"
     )
     assert not (tmp_path / "records.jsonl").exists()
     with pytest.raises(ValueError, match="metric 'lpips' measures the diversity of a generated set"):
@@ -460,6 +476,28 @@ def test_registry_unknown_metric_is_refused_before_any_record(data_cfg: DataConf
     ]
     no_net = dataclasses.replace(options, feature_fn=None)
     assert evaluate_images(comparison, real, real, no_net, ["inception", "domain"]) == []
+
+
+def test_one_metric_can_be_asked_for_and_a_feature_extraction_serves_its_group(
+    data_cfg: DataConfig, tmp_path: Path
+) -> None:
+    real = real_images(data_cfg, "train", "Normal")
+    comparison = Comparison("gan", "Normal", "-", 0, tmp_path / "records.jsonl")
+    net = CountingProjection()
+    options = EvalOptions(
+        MetricsConfig(fid_protocols=()), feature_fn=net, feature_name="proj", cache_dir=None
+    )
+    only_kid = evaluate_images(comparison, real, real, options, ["kid_domain"])
+    assert [r["metric"] for r in only_kid] == ["kid_proj"]
+    seen = net.num_images
+    both = evaluate_images(comparison, real, real, options, ["prdc", "fd_domain", "prdc"])
+    assert [r["metric"] for r in both] == ["fd_proj", "precision", "recall", "density", "coverage"]
+    assert net.num_images == 2 * seen  # one extraction of both sets for the two metrics of one group
+    assert [r["metric"] for r in read_jsonl(tmp_path / "records.jsonl")] == [
+        "kid_proj",
+        *[r["metric"] for r in both],
+    ]
+    assert registry.registry_name("kid") == "kid" and registry.registry_name("kid_proj") == "kid_domain"
 
 
 def test_plan_targets_follow_the_class_folders(tmp_path: Path) -> None:

@@ -13,7 +13,9 @@ What an evaluation composes (import from the modules; they read data sets and ma
 - ``sources``: the image sets compared (``RealImages``, ``GeneratedSet``).
 - ``cache``: their features, the real side cached on disk (``image_features``).
 - ``values``: metric values as pure functions of features (bootstrap rule, KID, PRDC, mean over sources).
-- ``registry``: metric name -> function appending records (``METRICS``), all taking one ``EvalOptions``.
+- ``registry``: metric name -> the function computing it (``METRICS``, ``metric_plan``), all taking one
+  ``EvalOptions`` (``options``); LPIPS and MS-SSIM diversity in ``diversity``. The one writer of their records is
+  ``medsg_lib.evaluate.evaluate_images``.
 """
 
 from medsg_lib.metrics.features import (
