@@ -75,7 +75,7 @@ def run_torchrun(tmp_path: Path, model: str) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", ["dcgan", "medsg", "stargan", "cyclegan"])
+@pytest.mark.parametrize("model", ["dcgan", "medsg", "stargan", "cyclegan", "stylegan2"])
 def test_two_process_run_writes_once_and_ranks_agree(tmp_path: Path, model: str) -> None:
     run_dir = run_torchrun(tmp_path, model)
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == [

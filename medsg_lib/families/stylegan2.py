@@ -285,7 +285,7 @@ class StyleGAN2(ModelFamily):
                 real_logits = disc(augment(batch.x_real, draws), one_hot(batch.y_org)).flatten()
                 loss_fake, loss_real = losses.adv_loss(fake_logits, 0.0), losses.adv_loss(real_logits, 1.0)
                 loss = loss_fake + loss_real
-            augment.record_signs(real_logits)
+            augment.record_signs(real_logits, info.world_size)
             record_terms(terms, "d", loss, {"fake": loss_fake, "real": loss_real})
             optimise(loss, [disc], [opt["discriminator"]], info)
             if t % net.r1_interval == 0:
@@ -297,19 +297,14 @@ class StyleGAN2(ModelFamily):
                 ) * net.r1_interval
                 optimise(loss, [disc], [opt["discriminator"]], info)
                 terms["d_r1"] = r1.detach()
+        # buffers that follow each rank's share (w_avg, the path-length mean) are rank 0's before EMA copies them;
+        # ADA's sign statistics are summed over ranks as they are recorded, so every rank moves p alike
+        broadcast_state(state.nets.values(), info.world_size, buffers_only=True)
         images_seen = (t + 1) * cfg.batch_size
         beta = losses.ema_beta(cfg.batch_size, images_seen, net.ema_kimg_for(cfg.batch_size), net.ema_rampup)
         update_ema(state.ema, nets, beta)
         if net.augment and (t + 1) % net.ada_interval == 0:
-            if info.distributed:
-                import torch.distributed as dist
-
-                stats = torch.stack([augment.sign_sum, augment.sign_count])
-                dist.all_reduce(stats)
-                augment.sign_sum.copy_(stats[0])
-                augment.sign_count.copy_(stats[1])
             augment.adjust(net.ada_target, cfg.batch_size, net.ada_interval, net.ada_kimg)
-        broadcast_state(state.nets.values(), info.world_size, buffers_only=True)  # w_avg, p: rank 0's
         terms["ada_p"] = augment.p.detach().clone()
         return terms
 

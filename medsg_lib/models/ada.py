@@ -72,10 +72,21 @@ class AugmentPipe(nn.Module):
         self.register_buffer("sign_count", torch.zeros([]))
 
     @torch.no_grad()
-    def record_signs(self, real_logits: Tensor) -> None:
-        """Add ``sign(D(x_real))`` of a batch to the statistics of the current interval."""
-        self.sign_sum += real_logits.detach().float().sign().sum()
-        self.sign_count += real_logits.numel()
+    def record_signs(self, real_logits: Tensor, world_size: int = 1) -> None:
+        """Add ``sign(D(x_real))`` of a batch to the statistics of the current interval; under torchrun
+        (``world_size`` > 1) the sums over every rank's share, so that every rank holds the same statistics."""
+        if world_size == 1:
+            self.sign_sum += real_logits.detach().float().sign().sum()
+            self.sign_count += real_logits.numel()
+            return
+        import torch.distributed as dist
+
+        step = torch.stack(
+            [real_logits.detach().float().sign().sum(), real_logits.new_tensor(real_logits.numel()).float()]
+        )
+        dist.all_reduce(step)
+        self.sign_sum += step[0]
+        self.sign_count += step[1]
 
     @torch.no_grad()
     def adjust(self, target: float, batch: int, interval: int, speed_kimg: float) -> float:
