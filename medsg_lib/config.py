@@ -208,6 +208,13 @@ class ClassifierConfig:
     # TrainConfig.amp ("auto" resolved at the start of training and recorded), NHWC tensors and weights
     amp: Literal["off", "bf16", "auto"] = "off"
     channels_last: bool = False
+    # > 0: on the phantoms, train on this many rendered training phantoms per class (the written Train split's
+    # images first, then new patients from the same seed stream; never a Val or Test phantom) instead of the
+    # written split; a real data set cannot be rendered, so other layouts train on their split and say so
+    phantoms_per_class: int = 0
+    # BatchNorm's statistics are re-estimated after each epoch on at most this many training images (a fixed
+    # seeded subset of larger sets; smaller sets whole)
+    bn_images: int = 4096
 
     def __post_init__(self) -> None:
         check_choice(self, "arch", ("resnet18",))
@@ -215,7 +222,11 @@ class ClassifierConfig:
         check_choice(self, "stem", ("torchvision", "fine"))
         check_choice(self, "init", ("auto", "imagenet", "scratch"))
         check_power_of_two(self, "img_size", 16, 1024)
-        check_positive(self, "epochs", "batch_size", "lr")
+        check_positive(self, "epochs", "batch_size", "lr", "bn_images")
+        if not isinstance(self.phantoms_per_class, int) or self.phantoms_per_class < 0:
+            raise ValueError(
+                f"ClassifierConfig.phantoms_per_class={self.phantoms_per_class!r} must be an int >= 0"
+            )
 
 
 @dataclass(frozen=True)

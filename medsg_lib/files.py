@@ -148,6 +148,23 @@ def write_torch_atomic(path: Path, obj: Any, *, fsync: bool = False) -> Path:
     return write_atomic(path, lambda f: f.write(buffer.getbuffer()), fsync=fsync)
 
 
+def read_torch_cache(path: Path, **expected: Any) -> dict | None:
+    """The dict cached at ``path`` (:func:`write_torch_atomic`) when it exists, loads and holds every
+    ``expected`` item (e.g. ``key=...``, ``version=...``); else None, and the caller rebuilds it: a missing,
+    damaged or stale cache file is never trusted."""
+    import torch
+
+    if not Path(path).is_file():
+        return None
+    try:
+        payload = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception:  # a damaged cache file is rebuilt, never trusted
+        return None
+    if not isinstance(payload, dict) or any(payload.get(k) != v for k, v in expected.items()):
+        return None
+    return payload
+
+
 def write_bytes_atomic(path: Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (:func:`write_atomic`)."""
     return write_atomic(path, lambda f: f.write(data))

@@ -428,7 +428,8 @@ def test_cam_methods_study_rows_cells_and_baseline() -> None:
     lesion[:, 8:12, 6:10] = True
     inputs = {"real": CamInputs(x, np.array([0, 1]), lung, lesion)}
     table = cam_methods_study(models, inputs, ["gradcam", "occlusion"], layers=("layer3",))
-    assert list(table.columns[:6]) == [*METHOD_KEYS, "classifier_seed"]
+    assert list(table.columns[: len(METHOD_KEYS) + 1]) == [*METHOD_KEYS, "classifier_seed"]
+    assert set(table["target"]) == {"class", "-"} and table["seconds_per_image"].ge(0).all()
     per_seed = table[table["class"] == "all"].groupby("classifier_seed")["method"].apply(list).tolist()
     assert per_seed == [["gradcam", "occlusion", "baseline: centred Gaussian"]] * 2
     sizes = dict(zip(table["method"], table["map_size"], strict=False))

@@ -1,5 +1,6 @@
 """Figure 1: real and generated images beside their Grad-CAM maps, each panel captioned with what was measured
-(:func:`save_fig1`, :func:`panel_caption`, :func:`describe`)."""
+(:func:`save_fig1`, :func:`panel_caption`, :func:`describe`), and the same panels for the CAM methods compared
+(:func:`save_methods_figure`)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pandas as pd
 import torch
 
 from medsg_lib.cam.localisation import energy_inside, pointing_hit
-from medsg_lib.cam.study import CamInputs
+from medsg_lib.cam.study import CamInputs, method_maps, per_class_subset
 from medsg_lib.config import CLASS_NAMES
 
 
@@ -72,6 +73,8 @@ def save_fig1(
     description: str = "",
     panel_inches: float = 1.9,
     dpi: int = 110,
+    title: str | None = None,
+    colorbar_label: str = "Grad-CAM (each map scaled to [0, 1])",
 ) -> Path:
     """Figure 1: Grad-CAM overlays at ``layer``, one row per (source, class) of ``classes`` (the first
     ``per_row`` images of each), written as a PNG at ``path``; returns it.
@@ -80,7 +83,8 @@ def save_fig1(
     right), the lung mask's outline (cyan; for a translation its source's) and the infection mask's (magenta,
     where one exists), and under it the share of the map inside the lungs and, with an infection mask, whether
     the map's maximum lies in it (the pointing game). A flat map (no positive evidence) is not drawn and the
-    panel says so. ``description`` (e.g. the classifier and map size) goes under the title.
+    panel says so. ``description`` (e.g. the classifier and map size) goes under the title; ``title`` replaces
+    Figure 1's own (e.g. for a figure of other methods' maps, keyed ``(layer, source)`` in ``maps`` as well).
     """
     rows = _fig1_rows(inputs, classes, per_row)
     if not rows:
@@ -128,8 +132,12 @@ def save_fig1(
             ax.set_xlabel(caption, fontsize=7, labelpad=2)
     if artist is not None:
         bar_ax = fig.add_axes((1 - 0.75 / width, 0.15, 0.15 / width, 0.6))
-        fig.colorbar(artist, cax=bar_ax).set_label("Grad-CAM (each map scaled to [0, 1])", fontsize=8)
-    title = f"Figure 1 · Grad-CAM at {layer}; outlines: lungs (cyan; a translation's are its source's), infection (magenta)"
+        fig.colorbar(artist, cax=bar_ax).set_label(colorbar_label, fontsize=8)
+    if title is None:
+        title = (
+            f"Figure 1 · Grad-CAM at {layer}; outlines: lungs (cyan; a translation's are its source's), "
+            "infection (magenta)"
+        )
     fig.suptitle(
         f"{title}\n{description}" if description else title, fontsize=9, y=1 - 0.08 / height, va="top"
     )
@@ -138,3 +146,39 @@ def save_fig1(
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
+
+
+def method_label(method: str, layer: str, target: str = "class") -> str:
+    """How a figure names one row of a methods comparison, e.g. ``"gradcam, layer3"`` or ``"occlusion"``."""
+    label = method if layer == "-" else f"{method}, {layer}"
+    return label if target == "class" else f"{label} ({target})"
+
+
+def save_methods_figure(
+    model: torch.nn.Module,
+    inp: CamInputs,
+    choices: Sequence[tuple[str, str, str]],
+    path: Path,
+    per_row: int = 4,
+    description: str = "",
+) -> Path:
+    """The first ``per_row`` COVID-19 and Non-COVID images of ``inp`` under each ``(method, layer, target)``
+    of ``choices`` (e.g. the paper's Grad-CAM and the best method of the comparison), one row per choice and
+    class, drawn like Figure 1 (:func:`save_fig1`); returns ``path``."""
+    few = per_class_subset(inp, per_row)
+    inputs, maps = {}, {}
+    for method, layer, target in choices:
+        label = method_label(method, layer, target)
+        inputs[label] = few
+        maps[("", label)] = method_maps(model, few, method, layer, target)
+    title = "CAM methods side by side (same images); outlines: lungs (cyan), lesion (magenta)"
+    return save_fig1(
+        inputs,
+        maps,
+        "",
+        path,
+        per_row=per_row,
+        description=description,
+        title=title,
+        colorbar_label="map (each scaled to [0, 1])",
+    )

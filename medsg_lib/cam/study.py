@@ -4,8 +4,10 @@ measured against a map that cannot localise (:func:`cam_study`), over classifier
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -13,7 +15,7 @@ import torch
 from torch import nn
 
 from medsg_lib.cam.localisation import gaussian_baseline, localisation_table
-from medsg_lib.cam.maps import compute_cams
+from medsg_lib.cam.maps import OCCLUSION, compute_cams
 from medsg_lib.config import CLASS_NAMES, PhantomConfig
 from medsg_lib.data import load_image, load_mask, preprocess, to_tensor
 from medsg_lib.data.covidqu import SPLIT_FOLDERS, sibling_lung_mask
@@ -135,7 +137,16 @@ def cam_study_over_seeds(
 
 
 # the CAM-method comparison (Figure 1's choice): one row per method, layer, source and class, per classifier seed
-METHOD_KEYS: tuple[str, ...] = ("method", "layer", "map_size", "source", "class")
+METHOD_KEYS: tuple[str, ...] = (
+    "method",
+    "target",
+    "layer",
+    "map_size",
+    "source",
+    "class",
+    "n",
+    "n_infection",
+)
 METHOD_VALUES: tuple[str, ...] = (
     "pointing_game_hit_rate",
     "pointing_game_within_cell",
@@ -143,6 +154,7 @@ METHOD_VALUES: tuple[str, ...] = (
     "lesion_area_fraction",
     "lung_energy_share",
     "lung_area_fraction",
+    "seconds_per_image",
 )
 
 
@@ -151,46 +163,178 @@ def cam_methods_study(
     inputs: dict[str, CamInputs],
     methods: Sequence[str],
     layers: Sequence[str] = ("layer3", "layer4"),
+    versus: int | None = None,
 ) -> pd.DataFrame:
     """Every CAM method (:func:`compute_cams`'s ``method``; occlusion has no layer) of each classifier (seed
     ``k`` at position ``k``) on the same inputs, measured against the masks with :func:`localisation_table`
     (``cell`` = one cell of the layer's map), plus the centred-Gaussian map (method ``"baseline: centred
-    Gaussian"``). Columns: :data:`METHOD_KEYS`, ``classifier_seed``, the table's numbers. The uniform map's
-    scores are the area fractions (a uniformly random point hits the lesion with probability
-    ``lesion_area_fraction``)."""
+    Gaussian"``). ``target`` says what a map explains: ``"class"`` (each image's class logit, the paper's) or,
+    with ``versus``, ``"class - <versus>"`` (the class logit minus class ``versus``'s; images of class
+    ``versus`` get flat maps; no baseline rows then).
+    Columns: :data:`METHOD_KEYS`, ``classifier_seed``, the table's numbers, ``seconds_per_image`` (the maps'
+    wall time). The uniform map's scores are the area fractions (a uniformly random point hits the lesion with
+    probability ``lesion_area_fraction``)."""
     tables = []
+    target = map_target(versus)
     for k, model in enumerate(classifiers):
         for source, inp in inputs.items():
             side = inp.x.shape[-1]
             for method in methods:
-                for layer in ["-"] if method == "occlusion" else layers:
+                for layer in ["-"] if method == OCCLUSION else layers:
                     cells = side if layer == "-" else stage_map_size(model, layer, side)
+                    start = time.perf_counter()
                     cams = compute_cams(
                         model,
                         inp.x,
                         targets=inp.labels.tolist(),
                         layer=None if layer == "-" else target_layer(model, layer),
                         method=method,
+                        versus=versus,
                     )
+                    seconds = (time.perf_counter() - start) / len(inp)
                     table = localisation_table(
                         cams, inp.lung, inp.infection, inp.labels, source, cell=max(side // cells, 1)
                     )
                     tables.append(
                         table.assign(
-                            method=method, layer=layer, map_size=f"{cells}x{cells}", classifier_seed=k
+                            method=method,
+                            target=target,
+                            layer=layer,
+                            map_size=f"{cells}x{cells}",
+                            classifier_seed=k,
+                            seconds_per_image=round(seconds, 3),
                         )
                     )
+            if versus is not None:
+                continue
             h, w = inp.x.shape[-2:]
             gauss = np.broadcast_to(gaussian_baseline(h, w), (len(inp), h, w))
             table = localisation_table(gauss, inp.lung, inp.infection, inp.labels, source, cell=1)
             tables.append(
                 table.assign(
-                    method="baseline: centred Gaussian", layer="-", map_size=f"{h}x{w}", classifier_seed=k
+                    method=BASELINE_METHOD,
+                    target="-",
+                    layer="-",
+                    map_size=f"{h}x{w}",
+                    classifier_seed=k,
+                    seconds_per_image=0.0,
                 )
             )
     table = pd.concat(tables, ignore_index=True)
     first = [*METHOD_KEYS, "classifier_seed"]
     return table[[*first, *[c for c in table.columns if c not in first]]]
+
+
+BASELINE_METHOD = "baseline: centred Gaussian"
+
+
+def map_target(versus: int | None) -> str:
+    """What a map explains: ``"class"`` (the image's class logit) or ``"class - <name>"`` (minus ``versus``'s)."""
+    return "class" if versus is None else f"class - {CLASS_NAMES[versus]}"
+
+
+def target_versus(target: str) -> int | None:
+    """:func:`map_target`'s inverse: None for ``"class"``, else the index of the class subtracted."""
+    return None if target == "class" else CLASS_NAMES.index(target.removeprefix("class - "))
+
+
+def method_maps(
+    model: nn.Module, inp: CamInputs, method: str, layer: str, target: str = "class"
+) -> np.ndarray:
+    """The maps ``(N, H, W)`` of one row of a methods comparison (``method``, ``layer`` (``"-"`` for
+    occlusion), ``target``) for ``inp``, each explaining its image's own class."""
+    return compute_cams(
+        model,
+        inp.x,
+        targets=inp.labels.tolist(),
+        layer=None if layer == "-" else target_layer(model, layer),
+        method=method,
+        versus=target_versus(target),
+    )
+
+
+# the grad-cam methods that need one backward pass per batch, and those that need about one forward pass per
+# channel of the layer (Score-CAM, Ablation-CAM) or per patch (occlusion): seconds against minutes
+GRADIENT_METHODS: tuple[str, ...] = ("gradcam", "gradcam++", "hirescam", "layercam")
+PERTURBATION_METHODS: tuple[str, ...] = ("scorecam", "ablationcam", OCCLUSION)
+
+
+def per_class_subset(inp: CamInputs, per_class: int) -> CamInputs:
+    """The first ``per_class`` images of each class of ``inp`` (all of a class with fewer), in their order."""
+    idx = np.sort(
+        np.concatenate([np.flatnonzero(inp.labels == k)[:per_class] for k in np.unique(inp.labels)])
+    )
+    return CamInputs(inp.x[idx], inp.labels[idx], inp.lung[idx], inp.infection[idx])
+
+
+def methods_comparison(
+    classifiers: Sequence[nn.Module],
+    inputs: CamInputs,
+    perturbation_per_class: int = 0,
+    layers: Sequence[str] = ("layer3", "layer4"),
+) -> pd.DataFrame | None:
+    """Figure 1's choice of method, measured: :func:`cam_methods_study` of ``inputs`` (images with lesion
+    masks, source ``"real"``) for every classifier seed with the :data:`GRADIENT_METHODS` at every layer,
+    Grad-CAM of the class-minus-Normal contrast, and, where ``perturbation_per_class`` > 0, the
+    :data:`PERTURBATION_METHODS` on that many images per class at ``layers[0]`` (they cost about one forward
+    pass per channel or patch and image). None where no image has a lesion mask (nothing to compare against)."""
+    if not inputs.infection.any():
+        return None
+    real = {"real": inputs}
+    tables = [
+        cam_methods_study(classifiers, real, GRADIENT_METHODS, layers),
+        cam_methods_study(classifiers, real, ("gradcam",), layers, versus=CLASS_NAMES.index("Normal")),
+    ]
+    if perturbation_per_class > 0:
+        few = {"real": per_class_subset(inputs, perturbation_per_class)}
+        tables.append(cam_methods_study(classifiers, few, PERTURBATION_METHODS, layers[:1]))
+    return pd.concat(tables, ignore_index=True)
+
+
+def best_cam_method(
+    summary: pd.DataFrame, classes: Sequence[str] = ("COVID-19", "Non-COVID")
+) -> dict[str, Any]:
+    """The method and layer of a :func:`methods_comparison` summary over seeds
+    (:func:`~medsg_lib.seeds.summarise_over_seeds`) whose worst class among ``classes`` has the highest mean
+    strict pointing game, preferring those whose lung energy share (the mean over ``classes``: a contrast map of
+    a Normal image is flat by construction) beats the centred Gaussian's on the same images (``beats_gaussian``
+    says whether the chosen one does); ties: the cheaper, then the first. Returns ``method``, ``target``,
+    ``layer``, ``pointing_game`` (that worst class's mean), ``worst_class``, ``n_images`` (its images with a
+    lesion per seed), ``lung_energy_share`` and the Gaussian's, ``beats_gaussian``, ``seconds_per_image``.
+    Raises ValueError when no method has rows for every class of ``classes``."""
+    real = summary[summary["source"] == "real"]
+    baseline = real[real["method"] == BASELINE_METHOD]
+    # (class, images) -> the Gaussian's lung share on them
+    gaussian = {
+        (c, n): v
+        for c, n, v in zip(baseline["class"], baseline["n"], baseline["lung_energy_share"], strict=True)
+    }
+    candidates = []
+    methods = real[real["method"] != BASELINE_METHOD].groupby(["method", "target", "layer"], sort=False)
+    for (method, target, layer), rows in methods:
+        by_class = rows.set_index("class")
+        if not set(classes) <= set(by_class.index):
+            continue
+        share = float(np.mean([by_class.loc[c, "lung_energy_share"] for c in classes]))
+        reference = float(np.mean([gaussian.get((c, by_class.loc[c, "n"]), np.nan) for c in classes]))
+        worst = min(classes, key=lambda c: by_class.loc[c, "pointing_game_hit_rate"])
+        candidates.append(
+            {
+                "method": method,
+                "target": target,
+                "layer": layer,
+                "pointing_game": float(by_class.loc[worst, "pointing_game_hit_rate"]),
+                "worst_class": worst,
+                "n_images": int(by_class.loc[worst, "n_infection"]),
+                "lung_energy_share": share,
+                "gaussian_lung_energy_share": reference,
+                "beats_gaussian": bool(share > reference),
+                "seconds_per_image": float(by_class.loc["all", "seconds_per_image"]),
+            }
+        )
+    if not candidates:
+        raise ValueError(f"the summary has no CAM method with rows for every class of {list(classes)}")
+    return max(candidates, key=lambda c: (c["beats_gaussian"], c["pointing_game"], -c["seconds_per_image"]))
 
 
 def lesion_removal_study(

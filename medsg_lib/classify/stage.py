@@ -7,16 +7,36 @@ from pathlib import Path
 from typing import Any
 
 from torch import nn
+from torch.utils.data import Dataset
 
 from medsg_lib.classify.checkpoint import CHECKPOINT_NAME, load_classifier
 from medsg_lib.classify.evaluation import evaluate_classifier, evaluation_split
 from medsg_lib.classify.trainer import BATCHNORM_DESCRIPTION, resolved_config, train_classifier
 from medsg_lib.config import ClassifierConfig, DataConfig, PhantomConfig, to_jsonable
 from medsg_lib.data import build_dataset
+from medsg_lib.data.phantoms import rendered_training_set
 from medsg_lib.devices import select_device
 from medsg_lib.files import ALL_CLASSES, CONFIG_NAME, check_seed_count, project_relative, read_json, run_name
 from medsg_lib.plots import save_confusion_figure
 from medsg_lib.report import write_json
+
+
+def classifier_training_set(
+    cfg: ClassifierConfig, data_cfg: DataConfig, phantoms: PhantomConfig | None, progress: bool = True
+) -> tuple[Dataset, str]:
+    """What a classifier of ``cfg`` trains on, and a line that says so: on the phantoms with
+    ``cfg.phantoms_per_class`` > 0, that many rendered training phantoms per class
+    (:func:`~medsg_lib.data.phantoms.rendered_training_set`, cached in ``data_cfg.cache_dir``); otherwise the
+    training split of ``data_cfg`` (real images cannot be rendered: the line says the setting was not used)."""
+    if cfg.phantoms_per_class and data_cfg.layout == "phantoms":
+        n = cfg.phantoms_per_class
+        rendered = rendered_training_set(
+            phantoms or PhantomConfig(), n, data_cfg.img_size, data_cfg.cache_dir, progress
+        )
+        return rendered, f"{n} rendered training phantoms per class"
+    train_set = build_dataset(data_cfg, "train", phantoms, train=False, progress=progress)
+    unused = f" (phantoms_per_class={cfg.phantoms_per_class} applies to the phantoms only)"
+    return train_set, "the training split" + (unused if cfg.phantoms_per_class else "")
 
 
 def ensure_classifier(
@@ -30,10 +50,10 @@ def ensure_classifier(
     progress: bool = True,
     name: str = "classifier",
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """The project's X-ray classifier: trained once on the training split of ``data_cfg`` (at ``cfg.img_size``)
-    into ``run_dir`` and reused while ``run_dir/config.json`` holds the same config; evaluated on the held-out
+    """The project's X-ray classifier: trained once on :func:`classifier_training_set` (the training split of
+    ``data_cfg``, or rendered phantoms; at ``cfg.img_size``) into ``run_dir`` and reused while ``run_dir/config.json`` holds the same config; evaluated on the held-out
     split (:func:`evaluation_split`). Writes ``results_dir/<name>.json`` (accuracy, per-class recall, macro-F1,
-    confusion matrix, n per class, init, stem, training precision and layout) and
+    confusion matrix, n per class, init, stem, training images and their source, training precision and layout) and
     ``figures_dir/fig_<name>_confusion.png`` when given. ``cfg.amp="auto"`` is resolved for this machine first,
     so a run trained in another precision is retrained rather than reused.
 
@@ -55,8 +75,8 @@ def ensure_classifier(
         and saved.get("selection") == selection
         and saved.get("batchnorm") == BATCHNORM_DESCRIPTION
     )
+    train_set, train_source = classifier_training_set(cfg, data_cfg, phantoms, progress)
     if not (ckpt.is_file() and same):
-        train_set = build_dataset(data_cfg, "train", phantoms, train=False, progress=progress)
         val_set = (
             build_dataset(data_cfg, "val", phantoms, train=False, progress=progress)
             if select_on_val
@@ -75,6 +95,8 @@ def ensure_classifier(
             "checkpoint": project_relative(ckpt),
             "img_size": cfg.img_size,
             "stem": cfg.stem,
+            "train_images": len(train_set),
+            "train_source": train_source,
             "train_amp": cfg.amp,
             "train_channels_last": cfg.channels_last,
         }

@@ -46,7 +46,7 @@ from medsg_lib.data.records import (
     make_report,
 )
 from medsg_lib.data.transforms import check_radiograph, faithful_augment, load_image, normalize_u8, preprocess
-from medsg_lib.files import write_torch_atomic
+from medsg_lib.files import read_torch_cache, write_torch_atomic
 
 # Bump when decoding or preprocessing changes: every cache file is then rebuilt.
 READER_VERSION = 2
@@ -168,19 +168,6 @@ def _decode_all(
     return images, [str(records[i].image_path) for i in good], bad
 
 
-def _load_cache(path: Path, key: str) -> dict | None:
-    """The cache payload at ``path`` if it exists, loads and carries ``key``; else None (it is rebuilt)."""
-    if not path.is_file():
-        return None
-    try:
-        payload = torch.load(path, weights_only=True, map_location="cpu")
-    except Exception:  # a damaged cache file is rebuilt, never trusted
-        return None
-    if not isinstance(payload, dict) or payload.get("key") != key or payload.get("version") != READER_VERSION:
-        return None
-    return payload
-
-
 def cached_images(
     records: Sequence[XrayRecord],
     img_size: int,
@@ -199,7 +186,7 @@ def cached_images(
     """
     key = cache_key(records, img_size, channels)
     path = Path(cache_dir) / f"{name}-{img_size}px-{channels}ch-{key}.pt"
-    payload = _load_cache(path, key)
+    payload = read_torch_cache(path, key=key, version=READER_VERSION)
     if payload is None:
         desc = f"decoding {name} ({len(records)} images -> {img_size}px)"
         images, files, bad = _decode_all(records, img_size, channels, progress, desc)
