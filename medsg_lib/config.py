@@ -212,6 +212,9 @@ class ClassifierConfig:
     # images first, then new patients from the same seed stream; never a Val or Test phantom) instead of the
     # written split; a real data set cannot be rendered, so other layouts train on their split and say so
     phantoms_per_class: int = 0
+    # passes over those rendered phantoms (``epochs`` counts passes over a data set's split, so that a real set
+    # in the same profile keeps its own)
+    phantom_epochs: int = 1
     # BatchNorm's statistics are re-estimated after each epoch on at most this many training images (a fixed
     # seeded subset of larger sets; smaller sets whole)
     bn_images: int = 4096
@@ -222,7 +225,7 @@ class ClassifierConfig:
         check_choice(self, "stem", ("torchvision", "fine"))
         check_choice(self, "init", ("auto", "imagenet", "scratch"))
         check_power_of_two(self, "img_size", 16, 1024)
-        check_positive(self, "epochs", "batch_size", "lr", "bn_images")
+        check_positive(self, "epochs", "batch_size", "lr", "bn_images", "phantom_epochs")
         if not isinstance(self.phantoms_per_class, int) or self.phantoms_per_class < 0:
             raise ValueError(
                 f"ClassifierConfig.phantoms_per_class={self.phantoms_per_class!r} must be an int >= 0"

@@ -25,7 +25,7 @@ from medsg_lib.cam import (
     twin_summary,
 )
 from medsg_lib.cam.study import map_target, target_versus
-from medsg_lib.classify.stage import classifier_training_set
+from medsg_lib.classify.stage import classifier_training_set, effective_config
 from medsg_lib.classify.trainer import batchnorm_subset
 from medsg_lib.config import ClassifierConfig, DataConfig, PhantomConfig
 from medsg_lib.data import LabelledImages, SyntheticXrays, build_dataset, read_records
@@ -163,6 +163,8 @@ def test_the_classifier_trains_on_rendered_phantoms_only_where_it_can(tmp_path: 
         replace(cfg, phantoms_per_class=0), data, phantoms, progress=False
     )
     assert len(plain) == 9 and source == "the training split"
+    assert effective_config(replace(cfg, epochs=4, phantom_epochs=2), "phantoms").epochs == 2
+    assert effective_config(replace(cfg, epochs=4, phantom_epochs=2), "folders").epochs == 4  # a real split
     with pytest.raises(ValueError, match=r"ClassifierConfig.phantoms_per_class=-1 must be an int >= 0"):
         ClassifierConfig(phantoms_per_class=-1)
 

@@ -80,12 +80,15 @@ def _margins(model: nn.Module, x: torch.Tensor, labels: np.ndarray) -> np.ndarra
 
 
 def _occlude(x: torch.Tensor, peaks: list[tuple[int, int]], patch: int) -> torch.Tensor:
-    """``x`` with a ``patch`` x ``patch`` square around each image's peak set to that image's mean."""
+    """``x`` with a ``patch`` x ``patch`` square around each image's peak set to the square's own mean: the
+    structure there is removed, its brightness kept (a square of the whole image's mean gray would add an
+    opacity to a dark lung, itself evidence for a disease)."""
     out = x.clone()
     half = patch // 2
     for k, (r, c) in enumerate(peaks):
         top, left = max(r - half, 0), max(c - half, 0)
-        out[k, :, top : top + patch, left : left + patch] = x[k].mean()
+        square = out[k, :, top : top + patch, left : left + patch]
+        square[...] = square.mean()
     return out
 
 
@@ -113,7 +116,7 @@ def twin_study(
     flat); the evidence for the class
     against Normal (class logit minus Normal logit) on the image (``margin``), on the twin (``margin_twin``: the
     lesion removed) and with the image's maximum occluded (``margin_peak_occluded``: a ``patch`` square, default
-    H / 8, set to the image's mean)."""
+    H / 8, set to its own mean: :func:`_occlude`)."""
     inputs, twins, signal = pairs
     side = inputs.x.shape[-1]
     patch = patch or max(1, side // 8)

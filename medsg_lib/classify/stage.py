@@ -21,6 +21,16 @@ from medsg_lib.plots import save_confusion_figure
 from medsg_lib.report import write_json
 
 
+def renders_phantoms(cfg: ClassifierConfig, layout: str) -> bool:
+    """Whether a classifier of ``cfg`` trains on rendered phantoms for a data set of ``layout``."""
+    return cfg.phantoms_per_class > 0 and layout == "phantoms"
+
+
+def effective_config(cfg: ClassifierConfig, layout: str) -> ClassifierConfig:
+    """``cfg`` as it trains for ``layout``: on rendered phantoms its ``epochs`` are ``phantom_epochs``."""
+    return replace(cfg, epochs=cfg.phantom_epochs) if renders_phantoms(cfg, layout) else cfg
+
+
 def classifier_training_set(
     cfg: ClassifierConfig, data_cfg: DataConfig, phantoms: PhantomConfig | None, progress: bool = True
 ) -> tuple[Dataset, str]:
@@ -28,7 +38,7 @@ def classifier_training_set(
     ``cfg.phantoms_per_class`` > 0, that many rendered training phantoms per class
     (:func:`~medsg_lib.data.phantoms.rendered_training_set`, cached in ``data_cfg.cache_dir``); otherwise the
     training split of ``data_cfg`` (real images cannot be rendered: the line says the setting was not used)."""
-    if cfg.phantoms_per_class and data_cfg.layout == "phantoms":
+    if renders_phantoms(cfg, data_cfg.layout):
         n = cfg.phantoms_per_class
         rendered = rendered_training_set(
             phantoms or PhantomConfig(), n, data_cfg.img_size, data_cfg.cache_dir, progress
@@ -60,6 +70,7 @@ def ensure_classifier(
     Returns the model (eval mode) and that result dict.
     """
     cfg = resolved_config(cfg, select_device(cfg.device))  # amp="auto" as this machine would train it
+    cfg = effective_config(cfg, data_cfg.layout)  # rendered phantoms: phantom_epochs passes
     data_cfg = replace(data_cfg, img_size=cfg.img_size, faithful_augment=False)
     run_dir = Path(run_dir)
     ckpt = run_dir / CHECKPOINT_NAME

@@ -113,7 +113,7 @@ def rendered_training_set(
     ``cfg.img_size`` and resized to ``img_size`` as a file of the split is read (:func:`preprocess`), so the
     images match the written ones bit for bit. Order: class by class, ``k`` ascending.
 
-    Rendering costs about 5 ms per phantom at 128 px on one core, so the uint8 images are cached in
+    Rendering costs about 15 ms per phantom at 128 px (3 minutes for 12,000 on the 2-core CPU), so the uint8 images are cached in
     ``cache_dir/phantoms-train-<per_class>pc-<img_size>px-<key>.pt`` (key: the config without its root, the
     rendering version, ``per_class``) and reused by every classifier seed.
     """
