@@ -51,6 +51,9 @@ class Profile:
     # Figure 1's classifier where the main one's Grad-CAM maps are too coarse (layer3 is H/16: 4x4 at 64 px);
     # None: the main classifier serves Figure 1 too
     cam_classifier: ClassifierConfig | None = None
+    # Figure 1's maps (method, layer, target): the paper's Grad-CAM of the class logit at layer3 unless the
+    # methods comparison on the phantoms (notebook 10, docs/figure1.md) chose another for this profile
+    cam_method: tuple[str, str, str] = ("gradcam", "layer3", "class")
     # epochs of the utility experiment's classifiers (0: the main classifier's); it trains one on real images and
     # two per class-conditional generator
     utility_epochs: int = 0
@@ -89,7 +92,14 @@ def _build_profiles() -> dict[str, Profile]:
         generate=GenerateConfig(num_per_class=8, num_latents_per_source=2, batch_size=8),
         metrics=MetricsConfig(kid_subsets=10, kid_subset_size=4, bootstrap=10),
         classifier=ClassifierConfig(img_size=32, epochs=1, batch_size=8),
-        cam_classifier=ClassifierConfig(img_size=32, epochs=1, batch_size=8, stem="fine"),
+        cam_classifier=ClassifierConfig(
+            img_size=32, epochs=1, batch_size=8, stem="fine", phantoms_per_class=12, phantom_epochs=1
+        ),
+        cam_method=(
+            "gradcam",
+            "layer3",
+            "class - Normal",
+        ),  # as the cpu profile's, so that its path is tested
         curves=CurveConfig(factor=2, num_checkpoints=2, num_per_class=8),
     )
     # Sized for a 2-core CPU (docs/performance.md); each family's own widths and loop: ModelFamily.sizes
@@ -117,9 +127,20 @@ def _build_profiles() -> dict[str, Profile]:
         # stay fp32): 1.3x (stock stem) and 3.5x (fine stem) faster steps on an AMX Xeon
         classifier=ClassifierConfig(img_size=64, epochs=8, batch_size=32, amp="auto", channels_last=True),
         # the fine stem: layer3 16x16 at 64 px (the main classifier's is 4x4); 16x the compute, so fewer epochs
+        # on the phantoms: one pass over 4,000 rendered phantoms per class (375 steps; the lesions are found far
+        # more often than after 4 passes over the 600 written ones, docs/figure1.md); a real set: 4 epochs
         cam_classifier=ClassifierConfig(
-            img_size=64, epochs=4, batch_size=32, stem="fine", amp="auto", channels_last=True
+            img_size=64,
+            epochs=4,
+            batch_size=32,
+            stem="fine",
+            amp="auto",
+            channels_last=True,
+            phantoms_per_class=4000,
+            phantom_epochs=1,
         ),
+        # chosen by notebook 10 over 3 classifier seeds: the best worst-class pointing game (docs/figure1.md)
+        cam_method=("gradcam", "layer3", "class - Normal"),
         # 7 classifiers (real; synthetic and real + synthetic for each of 3 generators): half the main one's
         # epochs keeps the embedded-default reproduce within its time
         utility_epochs=4,

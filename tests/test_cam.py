@@ -20,9 +20,11 @@ from medsg_lib.cam import (
     compute_cams,
     describe,
     energy_inside,
+    figure1_methods,
     gaussian_baseline,
     generated_cam_inputs,
     localisation_table,
+    method_label,
     miss_locations,
     normalise_cams,
     panel_caption,
@@ -348,16 +350,29 @@ def _study_inputs(n: int = 4, size: int = 64) -> dict[str, CamInputs]:
 )
 def test_cam_study_records_the_map_size_of_each_layer(stem: str, sizes: dict[str, str]) -> None:
     torch.manual_seed(0)
-    table, maps = cam_study(build_classifier(stem=stem).eval(), _study_inputs())
-    assert list(table.columns[:2]) == ["layer", "map_size"]
+    methods = [("gradcam", "class"), ("gradcam", "class - Normal")]
+    table, maps = cam_study(build_classifier(stem=stem).eval(), _study_inputs(), methods=methods)
+    assert list(table.columns[:4]) == ["method", "target", "layer", "map_size"]
     for layer, size in sizes.items():
         assert set(table.loc[table["layer"] == layer, "map_size"]) == {size}
-        assert maps[(layer, "real")].shape == (4, 64, 64)
+        assert maps[(f"gradcam, {layer}", "real")].shape == (4, 64, 64)
+        assert maps[(f"gradcam, {layer} (class - Normal)", "real")].shape == (4, 64, 64)
+    assert set(table["target"]) == {"class", "class - Normal", "-"}
     assert set(table.loc[table["layer"] == "-", "map_size"]) == {"64x64"}  # the baseline: image size
     result = {"stem": stem, "init": "scratch", "split": "test", "accuracy": 0.5, "img_size": 64}
     assert describe(result, table, "layer3") == (
         f"ResNet-18, {stem} stem, init scratch, test accuracy 0.50; layer3 map {sizes['layer3']} upsampled to 64 px"
     )
+
+
+def test_figure1_measures_the_papers_maps_beside_the_profiles_choice() -> None:
+    assert figure1_methods(("gradcam", "layer3", "class")) == [("gradcam", "class")]
+    assert figure1_methods(("layercam", "layer4", "class - Normal")) == [
+        ("gradcam", "class"),
+        ("layercam", "class - Normal"),
+    ]
+    assert method_label("gradcam", "layer3", "class - Normal") == "gradcam, layer3 (class - Normal)"
+    assert method_label("occlusion", "-") == "occlusion"
 
 
 def test_fig1_marks_flat_maps_and_is_legible_at_its_natural_size(tmp_path: Path) -> None:

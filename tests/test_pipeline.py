@@ -169,7 +169,7 @@ def test_cam_study_measures_maps_and_gaussian_baseline():
     inputs = {"real": cam.CamInputs(torch.rand(3, 1, 64, 64) * 2 - 1, np.array([0, 1, 2]), lung, lung.copy())}
     table, maps = cam.cam_study(model, inputs, layers=("layer3",))
     assert set(table["source"]) == {"real", "baseline: centred Gaussian (real)"}
-    assert maps[("layer3", "real")].shape == (3, 64, 64)
+    assert maps[("gradcam, layer3", "real")].shape == (3, 64, 64)
     gauss = table[(table["source"] == "baseline: centred Gaussian (real)") & (table["class"] == "all")].iloc[
         0
     ]

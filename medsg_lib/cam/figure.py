@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 
 from medsg_lib.cam.localisation import energy_inside, pointing_hit
-from medsg_lib.cam.study import CamInputs, method_maps, per_class_subset
+from medsg_lib.cam.study import CamInputs, method_label, method_maps, per_class_subset
 from medsg_lib.config import CLASS_NAMES
 
 
@@ -74,9 +74,11 @@ def save_fig1(
     panel_inches: float = 1.9,
     dpi: int = 110,
     title: str | None = None,
-    colorbar_label: str = "Grad-CAM (each map scaled to [0, 1])",
+    colorbar_label: str = "map (each scaled to [0, 1])",
 ) -> Path:
-    """Figure 1: Grad-CAM overlays at ``layer``, one row per (source, class) of ``classes`` (the first
+    """Figure 1: the maps ``maps[(layer, source)]`` (``layer``: the key of one kind of map, e.g.
+    :func:`~medsg_lib.cam.study.method_label`'s ``"gradcam, layer3 (class - Normal)"``) as overlays, one row per
+    (source, class) of ``classes`` (the first
     ``per_row`` images of each), written as a PNG at ``path``; returns it.
 
     Each row is labelled in full at its left. Each panel: the image in gray, the map (jet, the colour bar at the
@@ -134,10 +136,7 @@ def save_fig1(
         bar_ax = fig.add_axes((1 - 0.75 / width, 0.15, 0.15 / width, 0.6))
         fig.colorbar(artist, cax=bar_ax).set_label(colorbar_label, fontsize=8)
     if title is None:
-        title = (
-            f"Figure 1 · Grad-CAM at {layer}; outlines: lungs (cyan; a translation's are its source's), "
-            "infection (magenta)"
-        )
+        title = f"Figure 1 · {layer}; outlines: lungs (cyan; a translation's are its source's), infection (magenta)"
     fig.suptitle(
         f"{title}\n{description}" if description else title, fontsize=9, y=1 - 0.08 / height, va="top"
     )
@@ -146,12 +145,6 @@ def save_fig1(
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
-
-
-def method_label(method: str, layer: str, target: str = "class") -> str:
-    """How a figure names one row of a methods comparison, e.g. ``"gradcam, layer3"`` or ``"occlusion"``."""
-    label = method if layer == "-" else f"{method}, {layer}"
-    return label if target == "class" else f"{label} ({target})"
 
 
 def save_methods_figure(
@@ -180,5 +173,4 @@ def save_methods_figure(
         per_row=per_row,
         description=description,
         title=title,
-        colorbar_label="map (each scaled to [0, 1])",
     )

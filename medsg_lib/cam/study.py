@@ -79,39 +79,56 @@ def _source_lung_mask(source_image: object, img_size: int) -> np.ndarray:
     return load_mask(mask, img_size) if mask is not None else np.zeros((img_size, img_size), bool)
 
 
+def method_label(method: str, layer: str, target: str = "class") -> str:
+    """How tables and figures name one kind of map, e.g. ``"gradcam, layer3"``, ``"gradcam, layer3 (class -
+    Normal)"`` or ``"occlusion"``."""
+    label = method if layer == "-" else f"{method}, {layer}"
+    return label if target == "class" else f"{label} ({target})"
+
+
+PAPER_METHOD: tuple[str, str] = ("gradcam", "class")  # the paper's maps: Grad-CAM of the class logit
+
+
 def cam_study(
     model: nn.Module,
     inputs: dict[str, CamInputs],
     layers: Sequence[str] = ("layer3", "layer4"),
+    methods: Sequence[tuple[str, str]] = (PAPER_METHOD,),
     threshold: float = 0.5,
 ) -> tuple[pd.DataFrame, dict[tuple[str, str], np.ndarray]]:
-    """Grad-CAM (explaining each image's own class) of every input set at every ``layer``, measured with
-    :func:`localisation_table`, plus the centred-Gaussian baseline on the same images and masks.
+    """Maps of every ``(method, target)`` of ``methods`` (:func:`method_maps`; each image's own class) for every
+    input set at every ``layer``, measured with :func:`localisation_table`, plus the centred-Gaussian baseline on
+    the same images and masks.
 
-    Returns the table (columns ``layer``, ``map_size`` (the layer's map before upsampling, e.g. ``16x16``;
-    the image size for the baseline), ``source``, ``class``, ...) and the maps per ``(layer, source)``.
+    Returns the table (columns ``method``, ``target``, ``layer``, ``map_size`` (the layer's map before
+    upsampling, e.g. ``16x16``; the image size for the baseline), ``source``, ``class``, ...) and the maps per
+    ``(method_label(method, layer, target), source)``.
     """
     tables, maps = [], {}
-    for layer in layers:
-        for source, inp in inputs.items():
-            cams = compute_cams(model, inp.x, targets=inp.labels.tolist(), layer=target_layer(model, layer))
-            maps[(layer, source)] = cams
-            side = stage_map_size(model, layer, inp.x.shape[-1])
-            table = localisation_table(cams, inp.lung, inp.infection, inp.labels, source, threshold)
-            tables.append(table.assign(layer=layer, map_size=f"{side}x{side}"))
+    for method, target in methods:
+        for layer in layers:
+            for source, inp in inputs.items():
+                cams = method_maps(model, inp, method, layer, target)
+                maps[(method_label(method, layer, target), source)] = cams
+                side = stage_map_size(model, layer, inp.x.shape[-1])
+                table = localisation_table(cams, inp.lung, inp.infection, inp.labels, source, threshold)
+                tables.append(
+                    table.assign(method=method, target=target, layer=layer, map_size=f"{side}x{side}")
+                )
     for source, inp in inputs.items():
         h, w = inp.x.shape[-2:]
         gauss = np.broadcast_to(gaussian_baseline(h, w), (len(inp), h, w))
         table = localisation_table(
             gauss, inp.lung, inp.infection, inp.labels, f"baseline: centred Gaussian ({source})"
         )
-        tables.append(table.assign(layer="-", map_size=f"{h}x{w}"))
+        tables.append(table.assign(method="-", target="-", layer="-", map_size=f"{h}x{w}"))
     table = pd.concat(tables, ignore_index=True)
-    return table[["layer", "map_size", *[c for c in table.columns if c not in ("layer", "map_size")]]], maps
+    first = ["method", "target", "layer", "map_size"]
+    return table[[*first, *[c for c in table.columns if c not in first]]], maps
 
 
-# a row of the CAM study is one (layer, source, class); the numbers compared across classifier seeds
-LOCALISATION_KEYS: tuple[str, ...] = ("layer", "map_size", "source", "class")
+# a row of the CAM study is one (method, target, layer, source, class); the numbers compared across classifier seeds
+LOCALISATION_KEYS: tuple[str, ...] = ("method", "target", "layer", "map_size", "source", "class")
 LOCALISATION_VALUES: tuple[str, ...] = (
     "lung_energy_share",
     "lung_pointing_hit_rate",
@@ -124,16 +141,23 @@ def cam_study_over_seeds(
     classifiers: Sequence[tuple[nn.Module, dict]],
     inputs: dict[str, CamInputs],
     layers: Sequence[str] = ("layer3", "layer4"),
+    methods: Sequence[tuple[str, str]] = (PAPER_METHOD,),
 ) -> pd.DataFrame:
     """:func:`cam_study` of each classifier (seed ``k`` at position ``k``) on the same inputs: the tables one
     after the other, with a ``classifier_seed`` column."""
     return pd.concat(
         [
-            cam_study(model, inputs, layers)[0].assign(classifier_seed=k)
+            cam_study(model, inputs, layers, methods)[0].assign(classifier_seed=k)
             for k, (model, _) in enumerate(classifiers)
         ],
         ignore_index=True,
     )
+
+
+def figure1_methods(choice: tuple[str, str, str]) -> list[tuple[str, str]]:
+    """The ``(method, target)`` pairs Figure 1's study measures: the paper's, and the profile's ``choice``
+    (``(method, layer, target)``) where it differs."""
+    return list(dict.fromkeys([PAPER_METHOD, (choice[0], choice[2])]))
 
 
 # the CAM-method comparison (Figure 1's choice): one row per method, layer, source and class, per classifier seed
