@@ -44,6 +44,7 @@ from medsg_lib.cam.study import (
     generated_cam_inputs,
     lesion_removal_study,
     lesion_removal_table,
+    method_maps,
     methods_comparison,
     per_class_subset,
     real_cam_inputs,
