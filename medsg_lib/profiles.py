@@ -95,11 +95,8 @@ def _build_profiles() -> dict[str, Profile]:
         cam_classifier=ClassifierConfig(
             img_size=32, epochs=1, batch_size=8, stem="fine", phantoms_per_class=12, phantom_epochs=1
         ),
-        cam_method=(
-            "gradcam",
-            "layer3",
-            "class - Normal",
-        ),  # as the cpu profile's, so that its path is tested
+        # as the cpu profile's, so that its path is tested
+        cam_method=("gradcam", "layer3", "class - Normal"),
         curves=CurveConfig(factor=2, num_checkpoints=2, num_per_class=8),
     )
     # Sized for a 2-core CPU (docs/performance.md); each family's own widths and loop: ModelFamily.sizes

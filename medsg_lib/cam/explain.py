@@ -16,7 +16,6 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
 from torch import nn
 
 from medsg_lib.cam.study import CamInputs, method_maps
@@ -24,17 +23,11 @@ from medsg_lib.config import CLASS_NAMES, PhantomConfig
 from medsg_lib.data.covidqu import SPLIT_FOLDERS
 from medsg_lib.data.phantom_render import render_phantom
 from medsg_lib.data.phantoms import SPLITS, image_rng, phantom_entries
-from medsg_lib.data.transforms import preprocess, to_tensor
+from medsg_lib.data.transforms import mask_at_size, preprocess, to_tensor
 from medsg_lib.models.classifier import as_model_input
 
 NORMAL = CLASS_NAMES.index("Normal")
 SIGNAL_LEVELS = 2  # a pixel is part of the lesion's signal where image and twin differ by more (0-255 scale)
-
-
-def _mask_at(mask: np.ndarray, img_size: int) -> np.ndarray:
-    """A rendered boolean mask at ``img_size`` as :func:`~medsg_lib.data.load_mask` reads its PNG (nearest)."""
-    gray = Image.fromarray(mask.astype(np.uint8) * 255)
-    return np.asarray(gray.resize((img_size, img_size), Image.Resampling.NEAREST)) >= 128
 
 
 def phantom_pairs(
@@ -59,8 +52,8 @@ def phantom_pairs(
         x.append(to_tensor(image))
         twins.append(to_tensor(clear))
         labels.append(e.label)
-        lungs.append(_mask_at(drawn.lung_mask, img_size))
-        lesions.append(_mask_at(drawn.infection_mask, img_size))
+        lungs.append(mask_at_size(drawn.lung_mask.astype(np.uint8) * 255, img_size))
+        lesions.append(mask_at_size(drawn.infection_mask.astype(np.uint8) * 255, img_size))
         signal.append(np.abs(image.astype(np.int16) - clear.astype(np.int16)) > SIGNAL_LEVELS)
     inputs = CamInputs(torch.stack(x), np.array(labels), np.stack(lungs), np.stack(lesions))
     return inputs, torch.stack(twins), np.stack(signal)

@@ -207,14 +207,7 @@ def cam_methods_study(
                 for layer in ["-"] if method == OCCLUSION else layers:
                     cells = side if layer == "-" else stage_map_size(model, layer, side)
                     start = time.perf_counter()
-                    cams = compute_cams(
-                        model,
-                        inp.x,
-                        targets=inp.labels.tolist(),
-                        layer=None if layer == "-" else target_layer(model, layer),
-                        method=method,
-                        versus=versus,
-                    )
+                    cams = method_maps(model, inp, method, layer, target)
                     seconds = (time.perf_counter() - start) / len(inp)
                     table = localisation_table(
                         cams, inp.lung, inp.infection, inp.labels, source, cell=max(side // cells, 1)

@@ -202,7 +202,12 @@ def load_mask(path: Path, img_size: int) -> np.ndarray:
     Masks are decoded like images (:func:`load_image`, grey); a pixel is inside when its grey value is >= 128
     (masks are stored as 0/255), or > 0 for masks stored as 0/1.
     """
-    gray = load_image(path, channels=1)
+    return mask_at_size(load_image(path, channels=1), img_size)
+
+
+def mask_at_size(gray: np.ndarray, img_size: int) -> np.ndarray:
+    """A uint8 ``(H, W)`` mask (0/255 or 0/1) as bool ``(img_size, img_size)``: resized with nearest neighbour,
+    inside where the grey value is >= 128 (> 0 for 0/1 masks); :func:`load_mask` after decoding."""
     if gray.shape != (img_size, img_size):
         gray = np.asarray(Image.fromarray(gray).resize((img_size, img_size), Image.Resampling.NEAREST))
     threshold = 1 if gray.max(initial=0) <= 1 else 128
