@@ -264,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=1,
         help="train every model with seeds 0..N-1; Table 1 as mean ± sd and a ranking table in results/seeds<N>/ "
-        "(runs 02-04 only; default 1)",
+        "(runs only the notebooks with a `seeds` parameter: 02-05, 09 and 10; default 1)",
     )
     p.add_argument("--quiet", action="store_true", help="no heartbeat lines while a notebook runs")
     p.set_defaults(func=_cmd_reproduce)
