@@ -86,6 +86,12 @@ def method_label(method: str, layer: str, target: str = "class") -> str:
     return label if target == "class" else f"{label} ({target})"
 
 
+def _gaussian_maps(inp: CamInputs) -> np.ndarray:
+    """The centred-Gaussian baseline map once per image of ``inp`` (a read-only view, no copies)."""
+    h, w = inp.x.shape[-2:]
+    return np.broadcast_to(gaussian_baseline(h, w), (len(inp), h, w))
+
+
 PAPER_METHOD: tuple[str, str] = ("gradcam", "class")  # the paper's maps: Grad-CAM of the class logit
 
 
@@ -117,9 +123,8 @@ def cam_study(
                 )
     for source, inp in inputs.items():
         h, w = inp.x.shape[-2:]
-        gauss = np.broadcast_to(gaussian_baseline(h, w), (len(inp), h, w))
         table = localisation_table(
-            gauss, inp.lung, inp.infection, inp.labels, f"baseline: centred Gaussian ({source})"
+            _gaussian_maps(inp), inp.lung, inp.infection, inp.labels, f"baseline: centred Gaussian ({source})"
         )
         tables.append(table.assign(method="-", target="-", layer="-", map_size=f"{h}x{w}"))
     table = pd.concat(tables, ignore_index=True)
@@ -225,8 +230,9 @@ def cam_methods_study(
             if versus is not None:
                 continue
             h, w = inp.x.shape[-2:]
-            gauss = np.broadcast_to(gaussian_baseline(h, w), (len(inp), h, w))
-            table = localisation_table(gauss, inp.lung, inp.infection, inp.labels, source, cell=1)
+            table = localisation_table(
+                _gaussian_maps(inp), inp.lung, inp.infection, inp.labels, source, cell=1
+            )
             tables.append(
                 table.assign(
                     method=BASELINE_METHOD,
