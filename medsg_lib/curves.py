@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,11 +46,19 @@ CURVE_METRICS: tuple[str, ...] = ("domain", "frd", "msssim")  # what needs no do
 CURVE_VALUES: tuple[str, ...] = ("frd", "fd_classifier", "msssim")  # the records plotted
 
 
-def curve_families(profile: Profile) -> list[str]:
-    """The families whose learning curves the profile draws: those its ``reproduce`` trains, in registry order."""
+def curve_families(profile: Profile, models: str = "") -> list[str]:
+    """The families whose learning curves the profile draws: those its ``reproduce`` trains, in registry order;
+    ``models`` (comma-separated names, e.g. ``"stylegan2"``) keeps only those, so that long runs can be spread
+    over several sittings. An unknown name raises, naming the choices."""
     from medsg_lib.families import FAMILIES
 
-    return [name for name in FAMILIES if profile.reproduce_targets(name)]
+    names = [name for name in FAMILIES if profile.reproduce_targets(name)]
+    wanted = [m.strip() for m in models.split(",") if m.strip()]
+    unknown = [m for m in wanted if m not in names]
+    if unknown:
+        raise ValueError(f"models={models!r}: {', '.join(unknown)} not among the families this profile trains "
+                         f"({', '.join(names)}); leave it empty for all")  # fmt: skip
+    return [name for name in names if not wanted or name in wanted]
 
 
 def curve_train_config(base: TrainConfig, cfg: CurveConfig) -> TrainConfig:
@@ -209,10 +217,29 @@ def run_learning_curves(
     return records
 
 
-def seed_spreads(seed_values: pd.DataFrame, metric: str = "frd") -> dict[str, float]:
+def curve_classes(records: Sequence[dict[str, Any]]) -> dict[str, list[str]]:
+    """Model -> the classes its learning-curve records measure (a whole-set run: ``["all"]``), sorted."""
+    found: dict[str, set[str]] = {}
+    for r in records:
+        if r.get("curve"):
+            found.setdefault(r["model"], set()).add(r["class"])
+    return {model: sorted(classes) for model, classes in found.items()}
+
+
+def seed_spreads(
+    seed_values: pd.DataFrame, metric: str = "frd", classes: Mapping[str, Sequence[str]] | None = None
+) -> dict[str, float]:
     """Model -> the seed-to-seed sd of ``metric`` (the sample sd over replicates of each class, averaged over
-    the classes) from a Table 1 ``table1_seeds.csv`` frame (:func:`medsg_lib.table1.seed_values`)."""
+    the classes) from a Table 1 ``table1_seeds.csv`` frame (:func:`medsg_lib.table1.seed_values`). With
+    ``classes`` (e.g. :func:`curve_classes`), a listed model's average covers only those classes: a whole-set
+    curve's tolerance is the sd of the whole-set row, not of the per-class rows of the same family."""
     part = seed_values[(seed_values["metric"] == metric) & seed_values["value"].notna()]
+    if classes:
+        keep = [
+            classes.get(m) is None or c in classes[m]
+            for m, c in zip(part["model"], part["class"], strict=True)
+        ]
+        part = part[keep]
     sds = part.groupby(["model", "class"])["value"].std(ddof=1).dropna()
     return {model: float(v) for model, v in sds.groupby(level="model").mean().items()}
 

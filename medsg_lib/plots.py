@@ -353,10 +353,19 @@ CURVE_TITLES = {
 }
 
 
-def save_learning_curves(frame: Any, marks: Mapping[str, int], path: Path) -> plt.Figure:
+def save_learning_curves(
+    frame: Any,
+    marks: Mapping[str, int],
+    path: Path,
+    spreads: Mapping[str, float] | None = None,
+    spread_metric: str = "frd",
+) -> plt.Figure:
     """One panel per metric of ``frame`` (:func:`medsg_lib.curves.curve_frame`): each model's value against
     training iterations (log scale), the mean over the classes its checkpoints generate; a marker on each curve
-    at ``marks[label]`` (the profile's own iteration count). Writes ``path``; returns the figure."""
+    at ``marks[label]`` (the profile's own iteration count). ``spreads[model]`` (a seed-to-seed sd of
+    ``spread_metric``, :func:`medsg_lib.curves.seed_spreads`) draws a +-1 sd bar at that marker: later points
+    inside it are within seed noise. Writes ``path``; returns the figure."""
+    spreads = spreads or {}
     metrics = [m for m in CURVE_TITLES if m in set(frame["metric"])]
     fig, axes = plt.subplots(
         1, max(1, len(metrics)), figsize=(4.3 * max(1, len(metrics)), 3.3), squeeze=False
@@ -369,12 +378,16 @@ def save_learning_curves(frame: Any, marks: Mapping[str, int], path: Path) -> pl
             at = curve[curve["step"] == marks.get(label, -1)]
             if not at.empty:
                 ax.plot(at["step"], at["value"], marker="s", ms=8, mfc="none", color=f"C{i}")
+                sd = spreads.get(curve["model"].iloc[0]) if metric == spread_metric else None
+                if sd is not None:
+                    ax.errorbar(at["step"], at["value"], yerr=sd, color=f"C{i}", capsize=4, lw=1.2)
         ax.set_xscale("log")
         ax.set_title(CURVE_TITLES[metric], fontsize=9)
         ax.set_xlabel("training iterations", fontsize=8)
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
-    fig.suptitle("Learning curves (squares: the profile's iteration count)", fontsize=10)
+    bars = f"; bars: +-1 seed sd of {spread_metric.upper()}" if spreads else ""
+    fig.suptitle(f"Learning curves (squares: the profile's iteration count{bars})", fontsize=10)
     fig.tight_layout()
     _save(fig, path)
     return fig

@@ -121,7 +121,7 @@ def test_checkpoints_are_evaluated_once_and_an_interrupted_one_is_redone(tmp_pat
 def test_plateau_table_uses_each_models_seed_spread() -> None:
     import pandas as pd
 
-    from medsg_lib.curves import plateau_table, seed_spreads
+    from medsg_lib.curves import curve_classes, plateau_table, seed_spreads
 
     seeds = pd.DataFrame(
         [("medsg", c, "frd", s, v) for c, base in (("COVID-19", 7.0), ("Normal", 8.0))
@@ -132,6 +132,17 @@ def test_plateau_table_uses_each_models_seed_spread() -> None:
     )  # fmt: skip
     spreads = seed_spreads(seeds)
     assert spreads["medsg"] == pytest.approx(0.2) and spreads["dcgan"] == pytest.approx(0.0)
+    # a family with per-class rows beside its whole-set row: a whole-set curve takes the whole-set row's sd only
+    per_class = pd.DataFrame(
+        [("dcgan", "Normal", "frd", s, v) for s, v in enumerate([6.0, 7.0, 8.0])], columns=seeds.columns
+    )
+    both = pd.concat([seeds, per_class])
+    assert seed_spreads(both)["dcgan"] == pytest.approx(0.5)  # (0 + 1) / 2 over the two classes
+    curve_records = [{"curve": "dcgan", "model": "dcgan", "class": "all"}, {"curve": "medsg", "model": "medsg",
+                     "class": "Normal"}, {"curve": "medsg", "model": "medsg", "class": "COVID-19"}, {"model": "x"}]  # fmt: skip
+    assert curve_classes(curve_records) == {"dcgan": ["all"], "medsg": ["COVID-19", "Normal"]}
+    assert seed_spreads(both, classes=curve_classes(curve_records))["dcgan"] == pytest.approx(0.0)
+    assert seed_spreads(both, classes={"dcgan": ["Normal"]}) == pytest.approx({"dcgan": 1.0, "medsg": 0.2})
     frame = pd.DataFrame(
         [("medsg", "Med-StyleGAN2", "medsg", s, "frd", v, 3) for s, v in ((100, 9.0), (200, 7.5), (400, 7.4), (800, 7.3))]
         + [("dcgan", "DCGAN", "dcgan", s, "frd", v, 1) for s, v in ((100, 8.0), (200, 7.0))]
@@ -143,3 +154,21 @@ def test_plateau_table_uses_each_models_seed_spread() -> None:
     assert table.loc["medsg", "best_step"] == 800 and table.loc["medsg", "first"] == pytest.approx(9.0)
     assert table.loc["dcgan", "plateau_step"] == 200  # still improving at its last checkpoint
     assert pd.isna(table.loc["gan", "plateau_step"]) and math.isnan(table.loc["gan", "tolerance"])  # no seeds
+
+
+def test_curve_families_can_be_chosen_by_name_for_runs_spread_over_sittings() -> None:
+    from medsg_lib.curves import curve_families
+    from medsg_lib.families import FAMILIES
+    from medsg_lib.profiles import get_profile
+
+    prof = get_profile("cpu")
+    every = curve_families(prof)
+    assert every == [name for name in FAMILIES if prof.reproduce_targets(name)]  # registry order
+    chosen = curve_families(prof, " stylegan2,medsg ")
+    assert chosen == ["medsg", "stylegan2"]  # in registry order, not the caller's
+    with pytest.raises(ValueError) as err:
+        curve_families(prof, "medsg,nope")
+    assert str(err.value) == (
+        f"models='medsg,nope': nope not among the families this profile trains ({', '.join(every)}); "
+        "leave it empty for all"
+    )

@@ -36,3 +36,22 @@ def test_the_augmentation_probability_is_drawn_on_the_right_axis(tmp_path: Path)
     no_ada = save_training_figure(log[:0] + [{"step": 1, "d_real": 1.0}], None, tmp_path / "b.png", "run")
     assert not [ax for ax in no_ada.axes if ax.get_ylabel()]
     plt.close("all")
+
+
+def test_learning_curves_draw_the_seed_spread_at_the_profiles_iteration_count(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from medsg_lib.plots import save_learning_curves
+
+    rows = [("medsg", "Med-StyleGAN2", "medsg", s, m, v, 3) for s, v in ((100, 9.0), (200, 7.5), (400, 7.4))
+            for m in ("frd", "msssim")] + [("dcgan", "DCGAN", "dcgan", 200, "frd", 7.0, 1)]  # fmt: skip
+    frame = pd.DataFrame(rows, columns=["curve", "label", "model", "step", "metric", "value", "n_classes"])
+    fig = save_learning_curves(
+        frame, {"Med-StyleGAN2": 200, "DCGAN": 200}, tmp_path / "f.png", {"medsg": 0.3}
+    )
+    frd, msssim = fig.axes
+    [bar] = frd.containers  # only the model with a spread, only on the FRD panel
+    np.testing.assert_allclose(bar.lines[2][0].get_segments()[0], [[200, 7.2], [200, 7.8]])
+    assert not msssim.containers and "+-1 seed sd of FRD" in fig._suptitle.get_text()
+    assert (tmp_path / "f.png").is_file()
+    plt.close(fig)
