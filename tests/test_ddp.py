@@ -21,6 +21,20 @@ from medsg_lib.checkpoint import load_checkpoint
 from medsg_lib.config import TrainConfig, from_jsonable
 from medsg_lib.training import build_train_state, restore_state, state_fingerprint
 
+
+def _reference_cpu() -> bool:
+    """Whether this CPU is of the family the tolerances below were measured on (x86 with AMX, the project's Xeon)."""
+    try:
+        return "amx_bf16" in Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+
+
+# How far two ranks may end from one process, as a share of how far the weights moved. Other CPU families' float32
+# kernels round differently for a batch of 2 than of 4: measured 0.144 for Med-StyleGAN2 on an AMD EPYC (AVX512-BF16,
+# no AMX), against 0.02 on the reference CPU; a run on other images (a plan seeded per rank) differs by about 1.
+GAP_SHARE = 0.02 if _reference_cpu() else 0.25
+
 SCRIPT = """
 import sys
 from pathlib import Path
@@ -158,9 +172,9 @@ def test_two_ranks_train_as_one_process_with_the_same_global_batch(tmp_path: Pat
         gaps.append(float((ddp[name] - one[name])[live].abs().max()) if live.any() else 0.0)
         moved.append(float((one[name] - start[name])[live].abs().max()) if live.any() else 0.0)
         left_out, total = left_out + int((~live).sum()), total + live.numel()
-    # the same training up to rounding: under 2% of how far the weights moved (a run on other images, e.g. one
+    # the same training up to rounding: under GAP_SHARE of how far the weights moved (a run on other images, e.g. one
     # seeded per rank, differs by about as much as they moved)
-    assert max(gaps) < 0.02 * max(moved) and max(moved) > 1e-4, (max(gaps), max(moved))
+    assert max(gaps) < GAP_SHARE * max(moved) and max(moved) > 1e-4, (max(gaps), max(moved))
     assert total - left_out > 10_000, (left_out, total)  # most of the networks are compared
 
 
