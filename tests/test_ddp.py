@@ -19,21 +19,13 @@ import torch
 
 from medsg_lib.checkpoint import load_checkpoint
 from medsg_lib.config import TrainConfig, from_jsonable
+from medsg_lib.devices import cpu_flags
 from medsg_lib.training import build_train_state, restore_state, state_fingerprint
-
-
-def _reference_cpu() -> bool:
-    """Whether this CPU is of the family the tolerances below were measured on (x86 with AMX, the project's Xeon)."""
-    try:
-        return "amx_bf16" in Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return False
-
 
 # How far two ranks may end from one process, as a share of how far the weights moved. Other CPU families' float32
 # kernels round differently for a batch of 2 than of 4: measured 0.144 for Med-StyleGAN2 on an AMD EPYC (AVX512-BF16,
 # no AMX), against 0.02 on the reference CPU; a run on other images (a plan seeded per rank) differs by about 1.
-GAP_SHARE = 0.02 if _reference_cpu() else 0.25
+GAP_SHARE = 0.02 if "amx_bf16" in cpu_flags() else 0.25  # the reference CPU: x86 with AMX, the project's Xeon
 
 SCRIPT = """
 import sys
