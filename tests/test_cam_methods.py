@@ -29,7 +29,7 @@ from medsg_lib.classify.stage import classifier_training_set, effective_config
 from medsg_lib.classify.trainer import batchnorm_subset
 from medsg_lib.config import ClassifierConfig, DataConfig, PhantomConfig
 from medsg_lib.data import LabelledImages, SyntheticXrays, build_dataset, read_records
-from medsg_lib.data.phantoms import rendered_training_set
+from medsg_lib.data.phantoms import PARALLEL_MIN_PHANTOMS, render_in_processes, rendered_training_set
 
 PHANTOMS = PhantomConfig(img_size=64, num_train=3, num_val=1, num_test=2, seed=5)
 
@@ -151,6 +151,16 @@ def test_rendered_training_phantoms_start_with_the_written_split_and_are_cached(
     assert len(cached) == 1
     again = rendered_training_set(phantoms, 5, 32, tmp_path / "cache", progress=False)
     assert torch.equal(again.x, rendered.x)
+
+
+def test_phantoms_rendered_in_processes_are_the_bits_rendered_in_one() -> None:
+    n = PARALLEL_MIN_PHANTOMS + 4  # enough to start the pool
+    draws = [(7, k % 3, k, 64, 32) for k in range(n)]
+    one = render_in_processes(draws, "one", progress=False, workers=1)
+    two = render_in_processes(draws, "two", progress=False, workers=2)
+    assert len(two) == n and all(a.shape == (32, 32) and a.dtype == np.uint8 for a in two)
+    assert all(np.array_equal(a, b) for a, b in zip(one, two, strict=True))
+    assert len({a.tobytes() for a in two}) == n  # every draw its own phantom, in order
 
 
 def test_the_classifier_trains_on_rendered_phantoms_only_where_it_can(tmp_path: Path) -> None:
