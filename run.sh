@@ -2,6 +2,7 @@
 # The project's two commands (README): both create .venv when missing, install the pinned stack, then run.
 #   ./run.sh reproduce [--profile cpu|smoke|paper|paper-faithful] [...]   tables and figures (default: cpu profile)
 #   ./run.sh test                                                           unit tests + notebooks under nbval
+#   ./run.sh refresh-notebooks      re-execute the committed notebooks in place (their outputs are what test checks)
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-python3.11}
@@ -37,19 +38,26 @@ case "$cmd" in
     ensure_env
     export MPLBACKEND=Agg PYTHONHASHSEED=0
     # the committed notebooks run in the smoke profile; its runs and outputs are disposable and a stale run
-    # (made with another smoke config) would refuse to resume
+    # (made with another smoke config) would refuse to resume (refresh-notebooks removes the same)
     rm -rf runs/smoke generated/smoke results/smoke figures/smoke runs/smoke-* generated/smoke-* results/smoke-* figures/smoke-*
-    # the committed notebook outputs were made on x86 with AMX (the project's Xeon); bits differ by CPU family
+    # bits differ by CPU family: the committed notebook outputs were made on the family in .ci/notebooks-cpu
     local_args=()
-    if ! grep -qw amx_bf16 /proc/cpuinfo 2>/dev/null; then
-      echo "[medsg] this CPU has no AMX: not the family the notebooks' checked outputs were made on, so their numbers"
-      echo "[medsg] are masked (.ci/nbval-other-cpu.cfg); names, labels and the cells' assertions are still checked"
+    made_on=$(cat .ci/notebooks-cpu)
+    this_cpu=$(.venv/bin/python -c "from medsg_lib.devices import cpu_family; print(cpu_family())")
+    if [ "$this_cpu" != "$made_on" ]; then
+      echo "[medsg] this CPU ($this_cpu) is not of the family the notebooks' checked outputs were made on ($made_on),"
+      echo "[medsg] so their numbers are masked (.ci/nbval-other-cpu.cfg); names, labels and the cells' assertions are still checked"
       local_args=(--nbval-sanitize-with .ci/nbval-other-cpu.cfg)
     fi
     exec .venv/bin/python -m pytest --nbval-lax --nbval-current-env "${local_args[@]}" tests notebooks "$@"
     ;;
+  refresh-notebooks)
+    ensure_env
+    export MPLBACKEND=Agg PYTHONHASHSEED=0
+    exec .venv/bin/python -m medsg_lib refresh-notebooks "$@"
+    ;;
   *)
-    echo "usage: ./run.sh reproduce [--profile cpu] | ./run.sh test [pytest args]" >&2
+    echo "usage: ./run.sh reproduce [--profile cpu] | ./run.sh test [pytest args] | ./run.sh refresh-notebooks" >&2
     exit 2
     ;;
 esac

@@ -38,6 +38,22 @@ def _data_root_argument(text: str) -> str:
     return os.path.relpath(path, project_root())
 
 
+def _cmd_refresh_notebooks(args: argparse.Namespace) -> int:
+    from medsg_lib.devices import cpu_family
+    from medsg_lib.reproduce import NOTEBOOKS_CPU_FILE, NotebookFailed, refresh_notebooks, summary_table
+
+    try:
+        results = refresh_notebooks(progress=not args.quiet)
+    except NotebookFailed as err:
+        print(f"[refresh-notebooks] FAILED: {err}", file=sys.stderr)
+        return 1
+    print(summary_table(results))
+    print(
+        f"[refresh-notebooks] {len(results)} notebooks executed in place; {NOTEBOOKS_CPU_FILE}: {cpu_family()}"
+    )
+    return 0
+
+
 def _cmd_reproduce(args: argparse.Namespace) -> int:
     from medsg_lib.files import FolderBusyError, folder_lock
     from medsg_lib.notebook import data_source_tag
@@ -268,6 +284,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--quiet", action="store_true", help="no heartbeat lines while a notebook runs")
     p.set_defaults(func=_cmd_reproduce)
+
+    p = sub.add_parser(
+        "refresh-notebooks",
+        help="execute the committed notebooks in place (smoke profile, earlier smoke outputs removed) and "
+        "record this CPU's family in .ci/notebooks-cpu",
+    )
+    p.add_argument("--quiet", action="store_true", help="no heartbeat lines while a notebook runs")
+    p.set_defaults(func=_cmd_refresh_notebooks)
 
     p = sub.add_parser("phantoms", help="write the synthetic-radiograph default data set")
     p.add_argument("--profile", default="cpu", choices=PROFILE_NAMES)

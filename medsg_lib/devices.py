@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+import platform
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -94,6 +95,25 @@ def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
         if key.strip() == "flags":
             return frozenset(value.split())
     return frozenset()
+
+
+def cpu_family(flags: frozenset[str] | None = None, machine: str | None = None) -> str:
+    """The family of CPU whose kernels decide a result's bits: the widest x86 instruction set oneDNN uses for
+    convolutions and matrix products (``x86-amx``, ``x86-avx512-bf16``, ``x86-avx512``, ``x86``), or the
+    machine's name elsewhere (e.g. ``aarch64``). Two CPUs of one family train the same bits; across families
+    the roundings differ, and GAN training amplifies them. ``flags``, ``machine``: given, for tests."""
+    machine = platform.machine() if machine is None else machine
+    if machine.lower() not in ("x86_64", "amd64"):
+        return machine.lower() or "unknown"
+    flags = cpu_flags() if flags is None else flags
+    for flag, family in (
+        ("amx_bf16", "x86-amx"),
+        ("avx512_bf16", "x86-avx512-bf16"),
+        ("avx512f", "x86-avx512"),
+    ):
+        if flag in flags:
+            return family
+    return "x86"
 
 
 def cpu_has_bf16(flags: frozenset[str] | None = None) -> bool:

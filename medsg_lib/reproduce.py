@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -78,6 +79,11 @@ def notebook_parameters(path: Path) -> set[str]:
     return set(pm.inspect_notebook(str(path)))
 
 
+def numbered_notebooks(notebooks_dir: Path) -> list[Path]:
+    """Every ``NN_*.ipynb`` of ``notebooks_dir``, in the order they run."""
+    return sorted(Path(notebooks_dir).glob("[0-9][0-9]_*.ipynb"))
+
+
 def plan_jobs(
     profile: str,
     notebooks_dir: Path | None = None,
@@ -98,7 +104,7 @@ def plan_jobs(
     check_seed_count(seeds)
     notebooks_dir = notebooks_dir or project_root() / "notebooks"
     common = {k: v for k, v in (common or {}).items() if v not in ("", None)}
-    notebooks = sorted(notebooks_dir.glob("[0-9][0-9]_*.ipynb"))
+    notebooks = numbered_notebooks(notebooks_dir)
     declared = {nb.name: notebook_parameters(nb) for nb in notebooks} if common or seeds > 1 else {}
     if seeds > 1:
         notebooks = [nb for nb in notebooks if "seeds" in declared[nb.name]]
@@ -194,3 +200,46 @@ def summary_table(results: list[JobResult]) -> str:
         rows.append((r.job.notebook, params, f"{r.seconds:.1f}", str(out)))
     widths = [max(len(row[c]) for row in rows) for c in range(4)]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows)
+
+
+# the CPU family (devices.cpu_family) that executed the committed notebooks' outputs: `./run.sh test` masks their
+# checked numbers on any other family (bits differ by family)
+NOTEBOOKS_CPU_FILE = Path(".ci") / "notebooks-cpu"
+# what a notebook in the smoke profile writes; a run left from another smoke config would be resumed or refused
+SMOKE_OUTPUTS: tuple[str, ...] = ("runs", "generated", "results", "figures")
+
+
+def stale_smoke_outputs(root: Path) -> list[Path]:
+    """The smoke profile's output folders under ``root`` (``runs/smoke``, ``runs/smoke-*``, ...)."""
+    found = (p for d in SMOKE_OUTPUTS for p in (Path(root) / d).glob("smoke*") if p.is_dir())
+    return sorted(p for p in found if p.name == "smoke" or p.name.startswith("smoke-"))
+
+
+def refresh_notebooks(
+    notebooks_dir: Path | None = None,
+    stamp: Path | None = None,
+    progress: bool = True,
+    root: Path | None = None,
+) -> list[JobResult]:
+    """Execute every numbered notebook in place, in order, with its committed parameters (the smoke profile):
+    the outputs `./run.sh test` checks. The smoke outputs of earlier runs are removed first (as `./run.sh test`
+    does: the notebooks would resume them instead of training afresh). Then this CPU's family
+    (:func:`~medsg_lib.devices.cpu_family`) is written to ``stamp`` (default: :data:`NOTEBOOKS_CPU_FILE` under
+    ``root``), so that a CPU of another family knows to mask the checked numbers. ``root``: where the smoke outputs are removed
+    and the stamp goes (default: :func:`~medsg_lib.paths.project_root`, where the notebooks run).
+
+    Raises:
+        NotebookFailed: a notebook failed (the stamp is left as it was).
+    """
+    from medsg_lib.devices import cpu_family
+
+    root = Path(root or project_root())
+    notebooks_dir = Path(notebooks_dir or root / "notebooks")
+    for path in stale_smoke_outputs(root):
+        print(f"[refresh-notebooks] removing {path.relative_to(root)}", flush=True)
+        shutil.rmtree(path)
+    jobs = [NotebookJob(nb.name) for nb in numbered_notebooks(notebooks_dir)]
+    results = run_jobs(jobs, notebooks_dir, out_dir=notebooks_dir, progress=progress)
+    stamp = Path(stamp or root / NOTEBOOKS_CPU_FILE)
+    stamp.write_text(cpu_family() + "\n", encoding="utf-8")
+    return results

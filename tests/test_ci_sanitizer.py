@@ -6,6 +6,8 @@ import configparser
 import re
 from pathlib import Path
 
+from medsg_lib.reproduce import NOTEBOOKS_CPU_FILE
+
 SANITIZER = Path(__file__).parent.parent / ".ci" / "nbval-other-cpu.cfg"
 
 
@@ -25,3 +27,12 @@ def test_numbers_and_column_widths_are_masked_but_names_are_not() -> None:
     assert _sanitize("medsg normal 0.5") != _sanitize("dcgan normal 0.5")  # a changed row name still fails
     assert _sanitize("ok: 3 of 4") != _sanitize("missing weights: 3 of 4")
     assert ".ci/nbval-other-cpu.cfg" in (Path(__file__).parent.parent / "run.sh").read_text()
+
+
+def test_run_sh_masks_by_the_family_recorded_for_the_committed_notebooks() -> None:
+    root = Path(__file__).parent.parent
+    recorded = (root / ".ci" / "notebooks-cpu").read_text()
+    assert recorded.endswith("\n") and recorded.strip() in {"x86-amx", "x86-avx512-bf16", "x86-avx512", "x86"}
+    run_sh = (root / "run.sh").read_text()
+    assert "cat .ci/notebooks-cpu" in run_sh and "cpu_family()" in run_sh
+    assert str(NOTEBOOKS_CPU_FILE) == ".ci/notebooks-cpu"  # the file refresh-notebooks writes

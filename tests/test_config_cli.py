@@ -16,7 +16,7 @@ from medsg_lib.files import run_name
 from medsg_lib.notebook import overrides
 from medsg_lib.paths import project_root
 from medsg_lib.profiles import PROFILE_NAMES, get_profile
-from medsg_lib.reproduce import NotebookFailed, NotebookJob, plan_jobs, run_jobs
+from medsg_lib.reproduce import NotebookFailed, NotebookJob, plan_jobs, refresh_notebooks, run_jobs
 
 
 def test_every_profile_builds_and_round_trips_through_json():
@@ -151,11 +151,48 @@ def test_run_jobs_stops_at_first_failing_notebook(tmp_path, capfd):
     assert "without encryption" not in capfd.readouterr().err  # the kernels' start-up warning is not shown
 
 
+def test_refresh_executes_the_notebooks_in_place_and_stamps_the_cpu_family(tmp_path):
+    from medsg_lib.devices import cpu_family
+
+    nb_dir = tmp_path / "notebooks"
+    nb_dir.mkdir()
+    _write_nb(nb_dir / "01_first.ipynb", "print(6 * 7)")
+    _write_nb(nb_dir / "02_second.ipynb", "print(profile)")
+    _write_nb(nb_dir / "notes.ipynb", "raise RuntimeError('not a numbered notebook')")
+    for stale in ("runs/smoke", "generated/smoke-seed1", "results/smoke"):
+        (tmp_path / stale).mkdir(parents=True)
+    (tmp_path / "runs" / "cpu").mkdir()
+    (tmp_path / "runs" / "smokey").mkdir()  # another name, kept
+    stamp = tmp_path / "notebooks-cpu"
+    results = refresh_notebooks(nb_dir, stamp, progress=False, root=tmp_path)
+    assert [r.output for r in results] == [nb_dir / "01_first.ipynb", nb_dir / "02_second.ipynb"]
+    outputs = [
+        nbformat.read(nb_dir / n, as_version=4).cells[1].outputs
+        for n in ("01_first.ipynb", "02_second.ipynb")
+    ]
+    assert [o[0]["text"] for o in outputs] == ["42\n", "smoke\n"]  # committed parameters, nothing injected
+    assert len(nbformat.read(nb_dir / "02_second.ipynb", as_version=4).cells) == 2
+    assert stamp.read_text() == cpu_family() + "\n"
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.glob("*/*")) == [
+        "notebooks/01_first.ipynb",
+        "notebooks/02_second.ipynb",
+        "notebooks/notes.ipynb",
+        "runs/cpu",
+        "runs/smokey",
+    ]
+    # a failing notebook stamps nothing
+    _write_nb(nb_dir / "03_bad.ipynb", "raise RuntimeError('boom')")
+    stamp.write_text("x86-amx\n")
+    with pytest.raises(NotebookFailed, match="03_bad.ipynb"):
+        refresh_notebooks(nb_dir, stamp, progress=False, root=tmp_path)
+    assert stamp.read_text() == "x86-amx\n"
+
+
 def test_cli_help_lists_commands():
     out = subprocess.run(
         [sys.executable, "-m", "medsg_lib", "--help"], capture_output=True, text=True, check=True
     )
-    for command in ("reproduce", "phantoms"):
+    for command in ("reproduce", "phantoms", "refresh-notebooks"):
         assert command in out.stdout
 
 

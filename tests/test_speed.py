@@ -264,6 +264,22 @@ def test_cpu_flags_are_read_from_cpuinfo_text() -> None:
     assert cpu_flags("model name\t: no flags line\n") == frozenset()
 
 
+def test_cpu_family_is_the_widest_instruction_set_of_the_flags() -> None:
+    from medsg_lib.devices import cpu_family, cpu_flags
+
+    def family(extra: str, machine: str = "x86_64") -> str:
+        return cpu_family(cpu_flags(CPUINFO.format(extra=extra)), machine)
+
+    assert family("avx512_bf16 amx_bf16 amx_tile") == "x86-amx"  # the project's Xeon
+    assert family("avx512_bf16") == "x86-avx512-bf16"  # an AMD EPYC of Zen 4
+    assert family("") == "x86-avx512"  # the template lists avx512f
+    assert cpu_family(frozenset({"fpu", "avx2"}), "AMD64") == "x86"
+    assert family("amx_bf16", "aarch64") == "aarch64"  # not x86: the machine names the family
+    assert cpu_family() in {"x86-amx", "x86-avx512-bf16", "x86-avx512", "x86"} or not cpu_family().startswith(
+        "x86"
+    )
+
+
 @pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs a oneDNN build of torch")
 def test_bf16_units_are_amx_or_avx512_bf16_not_plain_avx512() -> None:
     from medsg_lib.devices import cpu_flags, cpu_has_bf16
