@@ -82,6 +82,13 @@ AMP_RESOLVED: tuple[str, ...] = ("off", "bf16")
 CPU_BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})  # /proc/cpuinfo names of x86 bf16 units
 
 
+def cpu_cores() -> int:
+    """The cores this process may run on (its affinity where the OS has one; a container's share, not the
+    host's count), at least 1: how many worker processes CPU-bound work spreads over."""
+    cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+    return max(1, len(cores))
+
+
 def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
     """The CPU's feature flags from ``/proc/cpuinfo`` (``cpuinfo``: its text; empty where unreadable)."""
     if cpuinfo is None:

@@ -275,9 +275,18 @@ def test_cpu_family_is_the_widest_instruction_set_of_the_flags() -> None:
     assert family("") == "x86-avx512"  # the template lists avx512f
     assert cpu_family(frozenset({"fpu", "avx2"}), "AMD64") == "x86"
     assert family("amx_bf16", "aarch64") == "aarch64"  # not x86: the machine names the family
-    assert cpu_family() in {"x86-amx", "x86-avx512-bf16", "x86-avx512", "x86"} or not cpu_family().startswith(
-        "x86"
-    )
+    here = cpu_family()
+    assert here in {"x86-amx", "x86-avx512-bf16", "x86-avx512", "x86"} or not here.startswith("x86")
+
+
+def test_cpu_cores_is_this_process_share_of_the_machine() -> None:
+    import os
+
+    from medsg_lib.devices import cpu_cores
+
+    assert 1 <= cpu_cores() <= (os.cpu_count() or 1)
+    if hasattr(os, "sched_getaffinity"):
+        assert cpu_cores() == len(os.sched_getaffinity(0))
 
 
 @pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs a oneDNN build of torch")

@@ -26,9 +26,8 @@ import hashlib
 import io
 import json
 import multiprocessing
-import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +40,7 @@ from medsg_lib.config import CLASS_NAMES, CLASS_SLUGS, PhantomConfig, to_jsonabl
 from medsg_lib.data.memory import LabelledImages
 from medsg_lib.data.phantom_render import render_phantom
 from medsg_lib.data.transforms import normalize_u8, preprocess
+from medsg_lib.devices import cpu_cores
 from medsg_lib.files import (
     read_json,
     read_torch_cache,
@@ -108,12 +108,6 @@ def render_split(
 PARALLEL_MIN_PHANTOMS = 256
 
 
-def render_workers() -> int:
-    """Processes that render phantoms: one per core this process may run on."""
-    cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
-    return max(1, len(cores))
-
-
 def _render_train_image(draw: tuple[int, int, int, int, int]) -> np.ndarray:
     """Training phantom ``k`` of class ``label`` (``draw = (seed, label, k, render size, img_size)``), resized
     as a file of the split is read."""
@@ -125,27 +119,20 @@ def render_in_processes(
     draws: Sequence[tuple[int, int, int, int, int]], desc: str, progress: bool = True, workers: int = 0
 ) -> list[np.ndarray]:
     """:func:`_render_train_image` of every draw, in order, spread over ``workers`` processes (0: one per core,
-    :func:`render_workers`). Each phantom comes from its own seed (numpy, SciPy and Pillow on one thread), so
-    the images are the same bits however many processes render them (tested). Fewer than
+    :func:`~medsg_lib.devices.cpu_cores`). Each phantom comes from its own seed (numpy, SciPy and Pillow on one
+    thread), so the images are the same bits however many processes render them (tested). Fewer than
     :data:`PARALLEL_MIN_PHANTOMS`, or one worker: in this process."""
-    workers = workers if workers > 0 else render_workers()
-    bar = tqdm(total=len(draws), desc=desc, disable=not progress, unit="img")
+    workers = workers if workers > 0 else cpu_cores()
+
+    def shown(images: Iterable[np.ndarray]) -> list[np.ndarray]:
+        return list(tqdm(images, total=len(draws), desc=desc, disable=not progress, unit="img"))
+
     if workers == 1 or len(draws) < PARALLEL_MIN_PHANTOMS:
-        images = []
-        for draw in draws:
-            images.append(_render_train_image(draw))
-            bar.update()
-        bar.close()
-        return images
+        return shown(map(_render_train_image, draws))
     # fork on Linux (the workers need nothing from torch); spawn elsewhere (macOS's fork is unsafe)
     method = "fork" if sys.platform.startswith("linux") else "spawn"
-    images = []
     with multiprocessing.get_context(method).Pool(workers) as pool:
-        for image in pool.imap(_render_train_image, draws, chunksize=32):
-            images.append(image)
-            bar.update()
-    bar.close()
-    return images
+        return shown(pool.imap(_render_train_image, draws, chunksize=32))
 
 
 def rendered_training_set(

@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, redirect_stdout
@@ -40,6 +39,7 @@ from PIL import Image
 
 from medsg_lib.data.covidqu import sibling_lung_mask
 from medsg_lib.data.transforms import load_mask
+from medsg_lib.devices import cpu_cores
 from medsg_lib.files import ALL_CLASSES, write_atomic
 from medsg_lib.metrics.records import library_versions
 from medsg_lib.metrics.sources import Images, RealImages
@@ -65,7 +65,7 @@ def feature_net_label() -> str:
 
 
 def _workers(num_workers: int) -> int:
-    return num_workers if num_workers > 0 else max(1, os.cpu_count() or 1)
+    return num_workers if num_workers > 0 else cpu_cores()
 
 
 @contextmanager
