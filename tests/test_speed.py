@@ -73,11 +73,35 @@ def test_utilisation_and_peaks() -> None:
     assert utilisation(10**12, 1.0, None)["mfu"] is None
     assert peak_tflops("h200-sxm-bf16") == 989.4 and peak_tflops("h100-sxm-tf32") == 494.7
     assert peak_tflops("12.5") == 12.5
-    assert 0 < peak_tflops("measured", CPU) < 100  # a timed float32 matrix product on this CPU
+    assert (
+        0 < peak_tflops("measured", CPU) < 100
+    )  # a timed float32 matrix product and convolution on this CPU
     with pytest.raises(
         ValueError, match=r"peak 'h300' is neither a positive number of TFLOP/s, 'measured', nor one of h100"
     ):
         peak_tflops("h300")
+
+
+def test_measured_peak_is_the_faster_library_on_a_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    from medsg_lib.bench import flops
+
+    # the probe's FLOPs are torch's own count of that convolution
+    batch, channels, size, k = flops.CONV_PROBE
+    x, w = torch.randn(batch, channels, size, size), torch.randn(channels, channels, k, k)
+    probe = 2 * batch * channels * channels * k * k * size * size
+    assert count_flops(lambda: torch.nn.functional.conv2d(x, w, padding=k // 2)) == probe
+    # MKL's float32 product on an AMD CPU is half oneDNN's convolution: the ceiling is the faster of the two
+    monkeypatch.setattr(flops, "matmul_tflops", lambda device, dtype: 0.21)
+    monkeypatch.setattr(flops, "conv_tflops", lambda device, dtype: 0.47)
+    assert flops.measured_peak_tflops(CPU, torch.float32) == 0.47
+    assert flops.peak_tflops("measured", CPU) == 0.47
+    monkeypatch.setattr(flops, "conv_tflops", lambda device, dtype: 0.1)
+    assert flops.measured_peak_tflops(CPU, torch.float32) == 0.21
+    # on a GPU the matrix product alone (no convolution is timed there)
+    monkeypatch.setattr(
+        flops, "conv_tflops", lambda device, dtype: pytest.fail("timed a convolution on a GPU")
+    )
+    assert flops.measured_peak_tflops(torch.device("cuda"), torch.bfloat16) == 0.21
 
 
 def test_bench_table_rows() -> None:
