@@ -37,16 +37,13 @@ case "$cmd" in
   test)
     ensure_env
     export MPLBACKEND=Agg PYTHONHASHSEED=0
-    # the committed notebooks run in the smoke profile; its runs and outputs are disposable and a stale run
-    # (made with another smoke config) would refuse to resume (refresh-notebooks removes the same)
-    rm -rf runs/smoke generated/smoke results/smoke figures/smoke runs/smoke-* generated/smoke-* results/smoke-* figures/smoke-*
-    # bits differ by CPU family: the committed notebook outputs were made on the family in .ci/notebooks-cpu
+    # removes the smoke outputs of earlier runs (a stale run, made with another smoke config, would refuse to
+    # resume) and says why the notebooks' checked numbers are masked where this CPU's family is not the one that
+    # made them (.ci/notebooks-cpu; bits differ by family)
     local_args=()
-    made_on=$(cat .ci/notebooks-cpu)
-    this_cpu=$(.venv/bin/python -c "from medsg_lib.devices import cpu_family; print(cpu_family())")
-    if [ "$this_cpu" != "$made_on" ]; then
-      echo "[medsg] this CPU ($this_cpu) is not of the family the notebooks' checked outputs were made on ($made_on),"
-      echo "[medsg] so their numbers are masked (.ci/nbval-other-cpu.cfg); names, labels and the cells' assertions are still checked"
+    why=$(.venv/bin/python -c "from medsg_lib.reproduce import prepare_notebook_checks; print(prepare_notebook_checks())")
+    if [ -n "$why" ]; then
+      echo "[medsg] $why"
       local_args=(--nbval-sanitize-with .ci/nbval-other-cpu.cfg)
     fi
     exec .venv/bin/python -m pytest --nbval-lax --nbval-current-env "${local_args[@]}" tests notebooks "$@"

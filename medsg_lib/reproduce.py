@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import sys
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -215,6 +216,31 @@ def stale_smoke_outputs(root: Path) -> list[Path]:
     return sorted(p for p in found if p.name == "smoke" or p.name.startswith("smoke-"))
 
 
+def remove_smoke_outputs(root: Path) -> None:
+    """Remove :func:`stale_smoke_outputs` (disposable: the committed notebooks train their smoke runs afresh)."""
+    for path in stale_smoke_outputs(root):
+        print(f"[medsg] removing {path.relative_to(root)}", file=sys.stderr, flush=True)  # stdout: results
+        shutil.rmtree(path)
+
+
+def prepare_notebook_checks(root: Path | None = None) -> str:
+    """Before `./run.sh test` checks the committed notebooks: remove the smoke outputs of earlier runs, and say
+    why the checked numbers must be masked: this CPU's family (:func:`~medsg_lib.devices.cpu_family`) is not
+    the one in :data:`NOTEBOOKS_CPU_FILE` (bits differ by family). Empty: compare them exactly."""
+    from medsg_lib.devices import cpu_family
+
+    root = Path(root or project_root())
+    remove_smoke_outputs(root)
+    made_on, here = (root / NOTEBOOKS_CPU_FILE).read_text(encoding="utf-8").strip(), cpu_family()
+    if here == made_on:
+        return ""
+    return (
+        f"this CPU ({here}) is not of the family the notebooks' checked outputs were made on ({made_on}), so "
+        "their numbers are masked (.ci/nbval-other-cpu.cfg); names, labels and the cells' assertions are still "
+        "checked"
+    )
+
+
 def refresh_notebooks(
     notebooks_dir: Path | None = None,
     stamp: Path | None = None,
@@ -235,9 +261,7 @@ def refresh_notebooks(
 
     root = Path(root or project_root())
     notebooks_dir = Path(notebooks_dir or root / "notebooks")
-    for path in stale_smoke_outputs(root):
-        print(f"[refresh-notebooks] removing {path.relative_to(root)}", flush=True)
-        shutil.rmtree(path)
+    remove_smoke_outputs(root)
     jobs = [NotebookJob(nb.name) for nb in numbered_notebooks(notebooks_dir)]
     results = run_jobs(jobs, notebooks_dir, out_dir=notebooks_dir, progress=progress)
     stamp = Path(stamp or root / NOTEBOOKS_CPU_FILE)

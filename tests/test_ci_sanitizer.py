@@ -6,7 +6,10 @@ import configparser
 import re
 from pathlib import Path
 
-from medsg_lib.reproduce import NOTEBOOKS_CPU_FILE
+import pytest
+
+from medsg_lib.devices import cpu_family
+from medsg_lib.reproduce import NOTEBOOKS_CPU_FILE, prepare_notebook_checks
 
 SANITIZER = Path(__file__).parent.parent / ".ci" / "nbval-other-cpu.cfg"
 
@@ -29,10 +32,25 @@ def test_numbers_and_column_widths_are_masked_but_names_are_not() -> None:
     assert ".ci/nbval-other-cpu.cfg" in (Path(__file__).parent.parent / "run.sh").read_text()
 
 
-def test_run_sh_masks_by_the_family_recorded_for_the_committed_notebooks() -> None:
+def test_run_sh_masks_by_the_family_recorded_for_the_committed_notebooks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     root = Path(__file__).parent.parent
     recorded = (root / ".ci" / "notebooks-cpu").read_text()
     assert recorded.endswith("\n") and recorded.strip() in {"x86-amx", "x86-avx512-bf16", "x86-avx512", "x86"}
-    run_sh = (root / "run.sh").read_text()
-    assert "cat .ci/notebooks-cpu" in run_sh and "cpu_family()" in run_sh
+    assert "prepare_notebook_checks()" in (root / "run.sh").read_text()
     assert str(NOTEBOOKS_CPU_FILE) == ".ci/notebooks-cpu"  # the file refresh-notebooks writes
+    # the decision, on a copy of the project's layout: exact on the recorded family, masked on any other
+    (tmp_path / ".ci").mkdir()
+    (tmp_path / "runs" / "smoke-seed1").mkdir(parents=True)
+    (tmp_path / "runs" / "cpu").mkdir()
+    (tmp_path / NOTEBOOKS_CPU_FILE).write_text(cpu_family() + "\n")
+    assert prepare_notebook_checks(tmp_path) == ""
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == ["cpu"]  # the stale smoke run removed
+    # run.sh reads the reason from stdout: the removal is reported on stderr only
+    captured = capsys.readouterr()
+    assert captured.out == "" and "removing runs/smoke-seed1" in captured.err
+    (tmp_path / NOTEBOOKS_CPU_FILE).write_text("x86-some-other\n")
+    why = prepare_notebook_checks(tmp_path)
+    assert why.startswith(f"this CPU ({cpu_family()}) is not of the family") and "(x86-some-other)" in why
+    assert ".ci/nbval-other-cpu.cfg" in why
